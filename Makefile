@@ -1,0 +1,61 @@
+# kmesh — build, test and run. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+OUT        ?= $(CURDIR)/out
+GO         ?= go
+CLANG      ?= clang-19
+GOFLAGS    ?=
+export GOFLAGS
+
+# Debian/Ubuntu packages the build, the tests and `make run` need.
+DEB_PACKAGES := clang-19 llvm-19 libbpf-dev bpftool iproute2 make gcc libc6-dev \
+	linux-headers-amd64 busybox-static qemu-system-x86 dwarves kmod haproxy
+# `make deps` installs only what is missing; set DEPS_SKIP=1 to skip it.
+DEPS_STAMP := $(OUT)/.deps-ok
+
+.PHONY: help deps build test test-unit fuzz run bench clean fmt vet
+
+help: ## list the targets
+	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+deps: ## install the toolchain from Debian/Ubuntu packages when missing
+	@if [ "$(DEPS_SKIP)" = 1 ]; then exit 0; fi; \
+	command -v $(GO) >/dev/null || { echo "deps: Go is required (https://go.dev/dl); not installable from here" >&2; exit 1; }; \
+	missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "deps: installing $$missing"; \
+		if [ "$$(id -u)" != 0 ]; then echo "deps: need root to install: $$missing" >&2; exit 1; fi; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+build: ## build the binaries into out/ (kmeshctl, kmesh-start, kmesh-daemon)
+	@mkdir -p $(OUT)
+	$(GO) build -o $(OUT)/ ./cmd/...
+
+vet: ## go vet and gofmt check
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed" >&2; exit 1; }
+
+fmt: ## format Go and BPF C sources
+	gofmt -w $$(git ls-files '*.go')
+
+test-unit: build ## run the Go tests (privileged tests included: run as root)
+	$(GO) test -count=1 -timeout 15m ./...
+
+FUZZTIME ?= 10s
+fuzz: ## run the fuzz targets briefly
+	$(GO) test -run '^$$' -fuzz '^FuzzParseHelpers$$' -fuzztime $(FUZZTIME) ./probe
+
+test: deps vet test-unit fuzz ## everything CI runs
+	@echo "make test: all passed"
+
+run: deps build ## start kmesh on this node with the embedded default config
+	$(OUT)/kmeshctl probe
+
+bench: deps build ## run the benchmarks and record them in docs/benchmarks.md
+	$(GO) test -run '^$$' -bench . -benchtime 20x ./probe | tee $(OUT)/bench-probe.txt
+
+clean: ## remove build outputs
+	rm -rf $(OUT)

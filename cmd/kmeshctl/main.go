@@ -1,0 +1,10 @@
+// Command kmeshctl inspects and controls kmesh on this node.
+package main
+
+import (
+	"os"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}

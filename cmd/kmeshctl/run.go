@@ -1,0 +1,41 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/sirupsen/logrus"
+)
+
+const usage = `usage: kmeshctl <command> [flags]
+
+commands:
+  probe     probe this host and print the decision record (--output text|json)
+  features  write the BPF feature header (kmesh_features.h) for this host or a record
+`
+
+// run dispatches a subcommand and returns the process exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	log := logrus.New()
+	log.SetOutput(stderr)
+	if lvl, err := logrus.ParseLevel(os.Getenv("KMESH_LOG_LEVEL")); err == nil {
+		log.SetLevel(lvl)
+	}
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "probe":
+		return runProbe(args[1:], stdout, stderr, log)
+	case "features":
+		return runFeatures(args[1:], stdout, stderr, log)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "kmeshctl: unknown command %q\n%s", args[0], usage)
+		return 2
+	}
+}
