@@ -1,0 +1,11 @@
+// Package loader loads the data-plane BPF objects, pins their maps and links
+// under bpffs and attaches the programs at the cgroup2 root.
+//
+// It is generic over the objects in the object directory: every map is pinned
+// by name (maps of the same name are shared between objects), every cgroup
+// program is attached with a pinned link. A restarted daemon adopts what is
+// pinned: it reuses the pinned maps (so state survives) and swaps the new
+// programs into the pinned links atomically, so traffic never flows without a
+// program. Closing the loader leaves the pins in place; Uninstall removes
+// links, pins and the mounts the loader made.
+package loader

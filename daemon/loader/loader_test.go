@@ -1,0 +1,246 @@
+package loader
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/moby/sys/mountinfo"
+
+	"kmesh.dev/kmesh/daemon/netns"
+)
+
+func uniq() string {
+	var b [4]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// compile builds testdata/probe_counter.c into dir/<name>.o with clang-19.
+func compile(t *testing.T, dir, name string) {
+	t.Helper()
+	out, err := exec.Command("clang-19", "-O2", "-g", "-target", "bpf", "-Wall", "-Werror", "-I", multiarchInclude(),
+		"-c", "testdata/probe_counter.c", "-o", filepath.Join(dir, name+".o")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("clang-19 (make deps installs it): %v\n%s", err, out)
+	}
+}
+
+// testNetns creates a network namespace with lo up and returns its path.
+func testNetns(t *testing.T) string {
+	t.Helper()
+	name := "kmesh-lt-" + uniq()
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		t.Fatalf("lo up: %v %s", err, out)
+	}
+	p, err := netns.Path(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// connectIn opens (and closes) one TCP connection to a closed loopback port
+// inside the namespace; the connect4 hook runs either way.
+func connectIn(t *testing.T, ns string) {
+	t.Helper()
+	err := netns.Do(ns, func() error {
+		c, err := net.DialTimeout("tcp4", "127.0.0.1:9", time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func counter(t *testing.T, m *ebpf.Map) uint64 {
+	t.Helper()
+	var v uint64
+	if err := m.Lookup(uint32(1), &v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func TestLoadAttachAdoptUninstall(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("privileged test: run as root")
+	}
+	objDir := t.TempDir()
+	compile(t, objDir, "a")
+	compile(t, objDir, "b") // a second object sharing the map by name
+	base := t.TempDir()
+	cfg := Config{ObjectDir: objDir, BPFFSPath: filepath.Join(base, "bpffs"), Cgroup2Path: filepath.Join(base, "cgroup2")}
+	t.Cleanup(func() { Uninstall(cfg) })
+	ns := testNetns(t)
+	cookie, err := netns.Cookie(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	d, err := Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fs := range []struct{ dir, typ string }{{cfg.BPFFSPath, "bpf"}, {cfg.Cgroup2Path, "cgroup2"}} {
+		if ok, _ := mountedAs(fs.dir, fs.typ); !ok {
+			t.Fatalf("%s not mounted at %s", fs.typ, fs.dir)
+		}
+	}
+	m := d.Maps["test_counter"]
+	if m == nil || len(d.Maps) != 1 {
+		t.Fatalf("maps = %v", d.Maps)
+	}
+	if err := m.Put(uint32(0), cookie); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Attach(); err != nil {
+		t.Fatal(err)
+	}
+	connectIn(t, ns)
+	// two objects' programs, one shared map: each connect counts twice
+	if got := counter(t, m); got != 2 {
+		t.Fatalf("counter after one connect = %d, want 2 (both programs, shared map)", got)
+	}
+	if links := d.Links(); len(links) != 2 || links[0].Adopted || !strings.HasPrefix(links[0].Pin, cfg.pinRoot()) {
+		t.Fatalf("links = %+v", links)
+	}
+	linkIDs := pinnedLinkIDs(t, cfg)
+
+	// SIGTERM: the daemon closes everything, the pins keep the programs attached
+	d.Close()
+	connectIn(t, ns)
+	held, err := ebpf.LoadPinnedMap(cfg.mapPin("test_counter"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if got := counter(t, held); got != 4 {
+		t.Fatalf("counter after close + connect = %d, want 4 (pinned links keep working)", got)
+	}
+
+	// restart: maps adopted with their contents, links adopted (same link IDs)
+	d2, err := Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := d2.AdoptedMaps(); len(got) != 1 || got[0] != "test_counter" {
+		t.Fatalf("adopted maps = %v", got)
+	}
+	if got := counter(t, d2.Maps["test_counter"]); got != 4 {
+		t.Fatalf("adopted counter = %d, want 4", got)
+	}
+	if err := d2.Attach(); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range d2.Links() {
+		if !l.Adopted {
+			t.Errorf("link %s not adopted", l.Program)
+		}
+	}
+	if got := pinnedLinkIDs(t, cfg); !equal(got, linkIDs) {
+		t.Errorf("link IDs changed across restart: %v -> %v (detach/re-attach gap)", linkIDs, got)
+	}
+	connectIn(t, ns)
+	if got := counter(t, held); got != 6 {
+		t.Fatalf("counter after restart = %d, want 6", got)
+	}
+	d2.Close()
+
+	// uninstall: nothing left, programs detached, mounts gone
+	if err := Uninstall(cfg); err != nil {
+		t.Fatal(err)
+	}
+	connectIn(t, ns)
+	if got := counter(t, held); got != 6 {
+		t.Errorf("counter after uninstall = %d, want 6 (programs must be detached)", got)
+	}
+	for _, id := range linkIDs {
+		if l, err := link.NewFromID(id); err == nil {
+			l.Close()
+			t.Errorf("link %d still exists after uninstall", id)
+		}
+	}
+	ms, _ := mountinfo.GetMounts(mountinfo.PrefixFilter(base))
+	if len(ms) > 0 {
+		t.Errorf("mounts left: %v", ms)
+	}
+	if err := Uninstall(cfg); err != nil {
+		t.Errorf("second uninstall: %v", err)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	_, err := Load(Config{ObjectDir: t.TempDir(), BPFFSPath: t.TempDir(), Cgroup2Path: t.TempDir()})
+	if !errors.Is(err, ErrNoObjects) || !strings.Contains(err.Error(), "make bpf") {
+		t.Errorf("empty object dir: %v", err)
+	}
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "garbage.o"), []byte("not an ELF"), 0o644)
+	base := t.TempDir()
+	cfg := Config{ObjectDir: dir, BPFFSPath: filepath.Join(base, "b"), Cgroup2Path: filepath.Join(base, "c")}
+	t.Cleanup(func() { Uninstall(cfg) })
+	if _, err := Load(cfg); err == nil || !strings.Contains(err.Error(), "garbage.o") {
+		t.Errorf("garbage object: %v", err)
+	}
+	// a failed load leaves no mount behind
+	if ms, _ := mountinfo.GetMounts(mountinfo.PrefixFilter(base)); len(ms) > 0 {
+		t.Errorf("failed load left mounts: %v", ms)
+	}
+}
+
+func pinnedLinkIDs(t *testing.T, cfg Config) []link.ID {
+	t.Helper()
+	pins, _ := filepath.Glob(filepath.Join(cfg.pinRoot(), "links", "*"))
+	var ids []link.ID
+	for _, p := range pins {
+		l, err := link.LoadPinnedLink(p, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := l.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, info.ID)
+		l.Close()
+	}
+	return ids
+}
+
+func equal(a, b []link.ID) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// multiarchInclude is where Debian keeps asm/types.h for the host's arch.
+func multiarchInclude() string {
+	if runtime.GOARCH == "arm64" {
+		return "/usr/include/aarch64-linux-gnu"
+	}
+	return "/usr/include/x86_64-linux-gnu"
+}

@@ -1,0 +1,78 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/cilium/ebpf/link"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+)
+
+// Uninstall detaches kmesh's programs, removes its pins and unmounts what the
+// loader mounted. It is idempotent and goes on past errors, returning them all.
+func Uninstall(cfg Config) error {
+	cfg.defaults()
+	log := cfg.Log.WithField("subsys", "loader")
+	st, stErr := readState(cfg.statePath())
+	var errs []error
+
+	links, _ := filepath.Glob(filepath.Join(cfg.pinRoot(), "links", "*"))
+	for _, p := range links {
+		l, err := link.LoadPinnedLink(p, nil)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("open pinned link %s: %w", p, err))
+			continue
+		}
+		if err := l.Unpin(); err != nil {
+			errs = append(errs, fmt.Errorf("unpin link %s: %w", p, err))
+		}
+		l.Close() // the last reference: the program is detached
+		log.WithField("pin", p).Info("detached")
+	}
+	maps, _ := filepath.Glob(filepath.Join(cfg.pinRoot(), "maps", "*"))
+	for _, p := range maps {
+		if err := os.Remove(p); err != nil {
+			errs = append(errs, fmt.Errorf("remove map pin %s: %w", p, err))
+		}
+	}
+	for _, p := range []string{cfg.statePath(), filepath.Join(cfg.pinRoot(), "maps"), filepath.Join(cfg.pinRoot(), "links"), cfg.pinRoot()} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove %s: %w", p, err))
+		}
+	}
+	if stErr == nil {
+		cg := st.Cgroup2Path
+		if cg == "" {
+			cg = cfg.Cgroup2Path
+		}
+		if st.MountedCgroup2 {
+			errs = append(errs, unmount(cg, "cgroup2", log)...)
+		}
+		if st.MountedBPFFS {
+			errs = append(errs, unmount(cfg.BPFFSPath, "bpf", log)...)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("uninstall: %w", err)
+	}
+	log.Info("uninstalled")
+	return nil
+}
+
+func unmount(dir, fstype string, log logrus.FieldLogger) []error {
+	has, err := mountedAs(dir, fstype)
+	if err != nil {
+		return []error{err}
+	}
+	if !has {
+		return nil
+	}
+	if err := unix.Unmount(dir, 0); err != nil {
+		return []error{fmt.Errorf("unmount %s: %w", dir, err)}
+	}
+	log.WithFields(logrus.Fields{"path": dir, "fstype": fstype}).Info("unmounted")
+	return nil
+}

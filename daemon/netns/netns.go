@@ -1,0 +1,96 @@
+package netns
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// RunDir is where `ip netns` keeps named namespaces.
+const RunDir = "/run/netns"
+
+// ErrNotFound is returned for a namespace name or path that does not exist.
+var ErrNotFound = errors.New("network namespace not found")
+
+// Path turns a namespace reference into a path: a name (no slash) is looked
+// up under /run/netns, anything else is taken as a path.
+func Path(ref string) (string, error) {
+	if ref == "" {
+		return "", fmt.Errorf("resolve network namespace: empty name: %w", ErrNotFound)
+	}
+	p := ref
+	if !strings.Contains(ref, "/") {
+		p = filepath.Join(RunDir, ref)
+	}
+	if _, err := os.Stat(p); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("resolve network namespace %q (%s): %w", ref, p, ErrNotFound)
+		}
+		return "", fmt.Errorf("resolve network namespace %q: %w", ref, err)
+	}
+	return p, nil
+}
+
+// Do runs f on an OS thread that has joined the network namespace at path.
+// The thread returns to its namespace afterwards (or, if that fails, is
+// discarded rather than reused).
+func Do(path string, f func() error) error {
+	target, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("open network namespace %s: %w", path, err)
+	}
+	defer target.Close()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		self, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("open current network namespace: %w", err)
+			return
+		}
+		defer self.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("enter network namespace %s: %w", path, err)
+			return
+		}
+		ferr := f()
+		if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
+			// keep the thread locked: it exits with the goroutine
+			errc <- errors.Join(ferr, fmt.Errorf("return from network namespace %s: %w", path, err))
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// Cookie returns the cookie of the network namespace at path
+// (SO_NETNS_COOKIE, Linux 5.14+).
+func Cookie(path string) (uint64, error) {
+	var cookie uint64
+	err := Do(path, func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("create socket: %w", err)
+		}
+		defer unix.Close(fd)
+		c, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+		if err != nil {
+			return fmt.Errorf("read SO_NETNS_COOKIE (needs Linux 5.14+): %w", err)
+		}
+		cookie = c
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read cookie of network namespace %s: %w", path, err)
+	}
+	return cookie, nil
+}
