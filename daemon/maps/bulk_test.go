@@ -1,12 +1,13 @@
 package maps
 
 import (
-	"kmesh.dev/kmesh/daemon/internal/testnet"
 	"math/rand/v2"
 	"net/netip"
 	"reflect"
 	"testing"
 	"time"
+
+	"kmesh.dev/kmesh/daemon/internal/testnet"
 )
 
 type bulkConfig struct {
@@ -109,7 +110,8 @@ func verifySample(t *testing.T, m *Maps, cfg bulkConfig) {
 
 // TestBulkApply loads 10,000 services × 10 endpoints (and a weighted
 // variant, then a shrink to 5 endpoints) with batch operations and with the
-// one-element fallback, checking time and content.
+// one-element fallback, checking the content. Apply times are measured by
+// the benchmarks in daemon/apply (make bench), not asserted here.
 func TestBulkApply(t *testing.T) {
 	testnet.RequireRoot(t)
 	const services, endpoints = 10000, 10
@@ -122,8 +124,7 @@ func TestBulkApply(t *testing.T) {
 	for _, mode := range []struct {
 		name    string
 		noBatch bool
-		limit   time.Duration
-	}{{"batch", false, 500 * time.Millisecond}, {"fallback", true, 3 * time.Second}} {
+	}{{"batch", false}, {"fallback", true}} {
 		t.Run(mode.name, func(t *testing.T) {
 			objs, err := Open(objDir(t, variant{skStorage: true}), OpenOptions{})
 			if err != nil {
@@ -155,9 +156,6 @@ func TestBulkApply(t *testing.T) {
 				}
 				d := time.Since(start)
 				t.Logf("%s: applied %d services, %d clusters, %d slots in %s", step.name, services, services, step.slots, d)
-				if d > mode.limit {
-					t.Errorf("%s took %s, limit %s", step.name, d, mode.limit)
-				}
 				sl, cl, sv := countEntries(t, objs.Maps)
 				if sl != step.slots || cl != services || sv != services {
 					t.Errorf("%s: maps hold %d slots, %d clusters, %d services; want %d, %d, %d", step.name, sl, cl, sv, step.slots, services, services)
