@@ -14,7 +14,10 @@ DEB_PACKAGES := clang-19 llvm-19 libbpf-dev bpftool iproute2 make gcc libc6-dev 
 # `make deps` installs only what is missing; set DEPS_SKIP=1 to skip it.
 DEPS_STAMP := $(OUT)/.deps-ok
 
-.PHONY: help deps build test test-unit fuzz run bench clean fmt vet
+BPF_OUT    := $(OUT)/bpf
+ADMIN_ADDR ?= 127.0.0.1:15200
+
+.PHONY: help deps build bpf test test-unit fuzz run uninstall bench clean fmt vet
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,6 +37,10 @@ build: ## build the binaries into out/ (kmeshctl, kmesh-start, kmesh-daemon)
 	@mkdir -p $(OUT)
 	$(GO) build -o $(OUT)/ ./cmd/...
 
+bpf: build ## compile the BPF objects for this host into out/bpf (feature header from the probe)
+	$(OUT)/kmeshctl features --out $(BPF_OUT)/gen/kmesh_features.h
+	$(MAKE) -C bpf OUT=$(BPF_OUT) FEATURES_DIR=$(BPF_OUT)/gen CLANG=$(CLANG)
+
 vet: ## go vet and gofmt check
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed" >&2; exit 1; }
@@ -51,11 +58,17 @@ fuzz: ## run the fuzz targets briefly
 test: deps vet test-unit fuzz ## everything CI runs
 	@echo "make test: all passed"
 
-run: deps build ## start kmesh on this node with the embedded default config
+run: deps build bpf ## start kmesh on this node with the embedded default config (Ctrl-C stops; programs stay attached)
 	$(OUT)/kmeshctl probe
+	$(OUT)/kmesh-daemon --mode=compat --bpf-dir $(BPF_OUT) --admin-addr $(ADMIN_ADDR)
 
-bench: deps build ## run the benchmarks and record them in docs/benchmarks.md
-	$(GO) test -run '^$$' -bench . -benchtime 20x ./probe | tee $(OUT)/bench-probe.txt
+uninstall: build ## remove what make run left on this node (links, pins, mounts)
+	$(OUT)/kmesh-daemon uninstall
+
+BENCH_PKGS ?= ./probe ./daemon/apply
+bench: deps build ## run the benchmarks (figures go to docs/benchmarks.md)
+	@mkdir -p $(OUT)
+	$(GO) test -run '^$$' -bench . -benchtime 20x $(BENCH_PKGS) | tee $(OUT)/bench.txt
 
 clean: ## remove build outputs
 	rm -rf $(OUT)

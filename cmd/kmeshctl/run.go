@@ -13,6 +13,9 @@ const usage = `usage: kmeshctl <command> [flags]
 commands:
   probe     probe this host and print the decision record (--output text|json)
   features  write the BPF feature header (kmesh_features.h) for this host or a record
+  enroll    put a network namespace under kmesh (--netns NAME|PATH) on the running daemon
+  unenroll  release a network namespace (--netns NAME|PATH)
+  status    print the running daemon's /status
 `
 
 // run dispatches a subcommand and returns the process exit code.
@@ -31,6 +34,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runProbe(args[1:], stdout, stderr, log)
 	case "features":
 		return runFeatures(args[1:], stdout, stderr, log)
+	case "enroll", "unenroll", "status":
+		return runAdmin(args[0], args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -1,0 +1,76 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/sirupsen/logrus"
+
+	"kmesh.dev/kmesh/daemon"
+	"kmesh.dev/kmesh/daemon/loader"
+)
+
+// multiFlag collects a repeatable flag.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+// run parses flags strictly (an unknown flag is an error: a silently ignored
+// setting is a lost setting) and runs the daemon or the uninstaller.
+func run(ctx context.Context, args []string, stderr io.Writer) int {
+	log := logrus.New()
+	log.SetOutput(stderr)
+	if lvl, err := logrus.ParseLevel(os.Getenv("KMESH_LOG_LEVEL")); err == nil {
+		log.SetLevel(lvl)
+	}
+	uninstall := len(args) > 0 && args[0] == "uninstall"
+	if uninstall {
+		args = args[1:]
+	}
+	fs := flag.NewFlagSet("kmesh-daemon", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o daemon.Options
+	var enroll multiFlag
+	fs.StringVar(&o.BPFFSPath, "bpf-fs-path", loader.DefaultBPFFSPath, "bpffs mount point (mounted when absent)")
+	fs.StringVar(&o.Cgroup2Path, "cgroup2-path", loader.DefaultCgroup2Path, "cgroup2 mount point; programs attach at its root")
+	if !uninstall {
+		fs.StringVar(&o.Mode, "mode", "", "data-plane mode: compat")
+		fs.StringVar(&o.ConfigPath, "config", "", "Envoy v3 bootstrap (YAML or JSON), watched for changes; empty: the embedded default")
+		fs.StringVar(&o.BPFDir, "bpf-dir", "", "directory of the compiled BPF objects")
+		fs.Var(&enroll, "enroll-netns", "network namespace to enroll at start (name under /run/netns or a path); repeatable")
+		fs.StringVar(&o.AdminAddr, "admin-addr", daemon.DefaultAdminAddr, "admin API address (/ready, /status, /config_dump, /enroll)")
+		fs.StringVar(&o.MetricsAddr, "metrics-addr", daemon.DefaultMetricsAddr, "Prometheus metrics address (/metrics, /status/metric)")
+		fs.StringVar(&o.DecisionPath, "decision", "", "decision record (JSON) to show in /status")
+		fs.StringVar(&o.BuildReportPath, "build-report", "", "build report (JSON) to show in /status")
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "kmesh-daemon: unexpected arguments: %v\n", fs.Args())
+		return 2
+	}
+	o.EnrollNetns = enroll
+	o.Log = log
+	if uninstall {
+		if err := daemon.Uninstall(o); err != nil {
+			log.WithField("subsys", "daemon").WithError(err).Error("uninstall failed")
+			return 1
+		}
+		return 0
+	}
+	if err := daemon.Run(ctx, o); err != nil {
+		log.WithField("subsys", "daemon").WithError(err).Error("daemon failed")
+		if errors.Is(err, daemon.ErrUsage) {
+			return 2
+		}
+		return 1
+	}
+	return 0
+}

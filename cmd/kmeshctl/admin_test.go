@@ -1,0 +1,104 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func goBuild(t *testing.T, dir, pkg string) string {
+	t.Helper()
+	out := filepath.Join(dir, filepath.Base(pkg))
+	if b, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+	}
+	return out
+}
+
+// TestEnrollThroughTheDaemon runs the real binaries: kmeshctl writes the
+// feature header, make -C bpf compiles the objects, kmesh-daemon runs them,
+// and kmeshctl enrolls, inspects and unenrolls a namespace.
+func TestEnrollThroughTheDaemon(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("privileged test: run as root")
+	}
+	tmp := t.TempDir()
+	ctl := goBuild(t, tmp, "kmesh.dev/kmesh/cmd/kmeshctl")
+	daemonBin := goBuild(t, tmp, "kmesh.dev/kmesh/cmd/kmesh-daemon")
+	gen, objs := filepath.Join(tmp, "gen"), filepath.Join(tmp, "bpf")
+	if b, err := exec.Command(ctl, "features", "--out", filepath.Join(gen, "kmesh_features.h")).CombinedOutput(); err != nil {
+		t.Fatalf("kmeshctl features: %v\n%s", err, b)
+	}
+	if b, err := exec.Command("make", "-s", "-C", "../../bpf", "OUT="+objs, "FEATURES_DIR="+gen).CombinedOutput(); err != nil {
+		t.Fatalf("make -C bpf: %v\n%s", err, b)
+	}
+	ns := fmt.Sprintf("kctl-%d", os.Getpid())
+	if b, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v %s", err, b)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	admin := l.Addr().String()
+	l.Close()
+	paths := []string{"--bpf-fs-path", filepath.Join(tmp, "bpffs"), "--cgroup2-path", filepath.Join(tmp, "cg")}
+	d := exec.Command(daemonBin, append([]string{"--mode=compat", "--bpf-dir", objs, "--admin-addr", admin, "--metrics-addr", "127.0.0.1:0"}, paths...)...)
+	logf, _ := os.Create(filepath.Join(tmp, "daemon.log"))
+	d.Stdout, d.Stderr = logf, logf
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		d.Process.Signal(os.Interrupt)
+		d.Wait()
+		if b, err := exec.Command(daemonBin, append([]string{"uninstall"}, paths...)...).CombinedOutput(); err != nil {
+			t.Errorf("uninstall: %v %s", err, b)
+		}
+	})
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if code, _, _ := runCLI(t, "status", "--admin-addr", admin); code == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(filepath.Join(tmp, "daemon.log"))
+			t.Fatalf("daemon did not come up:\n%s", b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	if code, out, stderr := runCLI(t, "enroll", "--netns", ns, "--admin-addr", admin); code != 0 || !strings.Contains(out, `"cookie"`) {
+		t.Fatalf("enroll: %d %s %s", code, out, stderr)
+	}
+	var st struct {
+		Enrolled []struct {
+			Ref    string `json:"ref"`
+			Cookie uint64 `json:"cookie"`
+		} `json:"enrolled_netns"`
+		Mode string `json:"mode"`
+	}
+	_, out, _ := runCLI(t, "status", "--admin-addr", admin)
+	if err := json.Unmarshal([]byte(out), &st); err != nil || st.Mode != "compat" || len(st.Enrolled) != 1 || st.Enrolled[0].Ref != ns {
+		t.Fatalf("status after enroll: %+v %v", st, err)
+	}
+	if code, _, stderr := runCLI(t, "unenroll", "--netns", ns, "--admin-addr", admin); code != 0 {
+		t.Fatalf("unenroll: %s", stderr)
+	}
+	_, out, _ = runCLI(t, "status", "--admin-addr", admin)
+	json.Unmarshal([]byte(out), &st)
+	if len(st.Enrolled) != 0 {
+		t.Errorf("still enrolled: %+v", st.Enrolled)
+	}
+	if code, _, stderr := runCLI(t, "enroll", "--netns", "kmesh-absent-ns", "--admin-addr", admin); code != 1 || !strings.Contains(stderr, "not found") {
+		t.Errorf("enroll of a missing namespace: %d %q", code, stderr)
+	}
+	if code, _, _ := runCLI(t, "enroll", "--admin-addr", admin); code != 2 {
+		t.Errorf("enroll without --netns: exit %d", code)
+	}
+}

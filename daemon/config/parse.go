@@ -1,0 +1,443 @@
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	"go.yaml.in/yaml/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	// Registered so that typed_config (google.protobuf.Any) of these types
+	// resolves while decoding; other @type values are rejected.
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+)
+
+// MaxConfigBytes bounds the size of a bootstrap ParseBootstrap and LoadFile
+// accept.
+const MaxConfigBytes = 64 << 20
+
+// Format is the encoding of a bootstrap.
+type Format uint8
+
+const (
+	// FormatAuto treats input whose first non-space byte is '{' as JSON and
+	// anything else as YAML.
+	FormatAuto Format = iota
+	FormatYAML
+	FormatJSON
+)
+
+// String returns "auto", "yaml" or "json".
+func (f Format) String() string {
+	switch f {
+	case FormatAuto:
+		return "auto"
+	case FormatYAML:
+		return "yaml"
+	case FormatJSON:
+		return "json"
+	}
+	return fmt.Sprintf("Format(%d)", uint8(f))
+}
+
+// FormatOf returns the format implied by a file name's extension: FormatJSON
+// for .json, FormatYAML for .yaml and .yml, FormatAuto otherwise.
+func FormatOf(path string) Format {
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".json":
+		return FormatJSON
+	case ".yaml", ".yml":
+		return FormatYAML
+	}
+	return FormatAuto
+}
+
+// LoadFile reads and translates the Envoy v3 bootstrap at path (symlinks are
+// followed). Errors name the file.
+func LoadFile(path string) (*Model, error) {
+	data, err := readLimited(path)
+	if err != nil {
+		return nil, fmt.Errorf("load config %s: %w", path, err)
+	}
+	m, err := ParseBootstrap(data, FormatOf(path))
+	if err != nil {
+		return nil, fmt.Errorf("load config %s: %w", path, err)
+	}
+	return m, nil
+}
+
+func readLimited(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxConfigBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > MaxConfigBytes {
+		return nil, fmt.Errorf("read config: larger than %d bytes", MaxConfigBytes)
+	}
+	return data, nil
+}
+
+// ParseBootstrap decodes an Envoy v3 bootstrap (YAML or JSON) and translates
+// its static_resources. Unknown fields and unresolvable typed_config @type
+// values are rejected with a *ParseError (ErrSyntax) giving line, column and
+// field path; translation problems come back as a *ValidationError
+// (ErrInvalid); input without a document returns ErrEmpty.
+func ParseBootstrap(data []byte, format Format) (*Model, error) {
+	b, err := DecodeBootstrap(data, format)
+	if err != nil {
+		return nil, err
+	}
+	sr := b.GetStaticResources()
+	m, err := Translate(sr.GetListeners(), sr.GetClusters())
+	if err != nil {
+		return nil, err
+	}
+	if b.GetDynamicResources() != nil {
+		m.Unsupported = append(m.Unsupported, Note{Kind: NotSupported, Object: "bootstrap dynamic_resources",
+			Reason: "xDS sources are not used in local-file mode; only static_resources are applied"})
+		sortNotes(m.Unsupported)
+	}
+	return m, nil
+}
+
+// DecodeBootstrap decodes an Envoy v3 bootstrap without translating it.
+func DecodeBootstrap(data []byte, format Format) (*bootstrapv3.Bootstrap, error) {
+	if len(data) > MaxConfigBytes {
+		return nil, fmt.Errorf("parse bootstrap: input is %d bytes, more than %d", len(data), MaxConfigBytes)
+	}
+	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf")) // UTF-8 BOM
+	trimmed := bytes.TrimSpace(data)
+	if format == FormatAuto {
+		format = FormatYAML
+		if len(trimmed) > 0 && trimmed[0] == '{' {
+			format = FormatJSON
+		}
+	}
+	jsonData := data
+	var doc *yaml.Node
+	switch format {
+	case FormatJSON:
+		if len(trimmed) == 0 {
+			return nil, fmt.Errorf("parse bootstrap: %w", ErrEmpty)
+		}
+	case FormatYAML:
+		var err error
+		jsonData, doc, err = yamlToJSON(data)
+		if err != nil {
+			return nil, fmt.Errorf("parse bootstrap: %w", err)
+		}
+	default:
+		return nil, fmt.Errorf("parse bootstrap: unknown format %v", format)
+	}
+	b := new(bootstrapv3.Bootstrap)
+	if err := protojson.Unmarshal(jsonData, b); err != nil {
+		return nil, fmt.Errorf("parse bootstrap: %w", locate(err, jsonData, doc))
+	}
+	return b, nil
+}
+
+// ---- YAML ----
+
+var yamlLineRE = regexp.MustCompile(`line (\d+)`)
+
+// yamlToJSON converts one YAML document to JSON, returning the parsed node
+// tree too (to locate errors later).
+func yamlToJSON(data []byte) (out []byte, doc *yaml.Node, err error) {
+	defer func() {
+		// The YAML library has panicked on hostile input before; a config
+		// file must never take the daemon down.
+		if r := recover(); r != nil {
+			out, doc, err = nil, nil, &ParseError{Msg: fmt.Sprintf("invalid YAML: %v", r)}
+		}
+	}()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	doc = new(yaml.Node)
+	if err := dec.Decode(doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, nil, ErrEmpty
+		}
+		return nil, nil, yamlError(err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return nil, nil, &ParseError{Line: extra.Line, Column: extra.Column, Msg: "more than one YAML document; a bootstrap is one document"}
+	} else if !errors.Is(err, io.EOF) {
+		return nil, nil, yamlError(err)
+	}
+	if len(doc.Content) == 0 || (doc.Content[0].Kind == yaml.ScalarNode && doc.Content[0].ShortTag() == "!!null") {
+		return nil, nil, ErrEmpty
+	}
+	var v any
+	if err := doc.Decode(&v); err != nil {
+		return nil, nil, yamlError(err)
+	}
+	v, err = jsonable(v)
+	if err != nil {
+		return nil, nil, &ParseError{Msg: err.Error()}
+	}
+	out, err = json.Marshal(v)
+	if err != nil {
+		return nil, nil, &ParseError{Msg: fmt.Sprintf("convert YAML to JSON: %v", err)}
+	}
+	return out, doc, nil
+}
+
+func yamlError(err error) error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	pe := &ParseError{Msg: "invalid YAML: " + msg}
+	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
+		pe.Line, _ = strconv.Atoi(m[1])
+	}
+	return pe
+}
+
+// jsonable turns YAML-decoded values into ones encoding/json accepts:
+// mappings with non-string keys get their keys formatted as strings.
+func jsonable(v any) (any, error) {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			j, err := jsonable(e)
+			if err != nil {
+				return nil, err
+			}
+			x[k] = j
+		}
+		return x, nil
+	case map[any]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			j, err := jsonable(e)
+			if err != nil {
+				return nil, err
+			}
+			ks := fmt.Sprint(k)
+			if _, dup := out[ks]; dup {
+				return nil, fmt.Errorf("invalid YAML: mapping key %q appears twice", ks)
+			}
+			out[ks] = j
+		}
+		return out, nil
+	case []any:
+		for i, e := range x {
+			j, err := jsonable(e)
+			if err != nil {
+				return nil, err
+			}
+			x[i] = j
+		}
+		return x, nil
+	}
+	return v, nil
+}
+
+// ---- error location ----
+
+var protoPosRE = regexp.MustCompile(`\(line (\d+):(\d+)\): (.*)$`)
+var resolveRE = regexp.MustCompile(`^unable to resolve "([^"]*)"`)
+
+// locate turns a protojson error into a *ParseError with the field path and,
+// for YAML input, the position in the YAML text.
+func locate(err error, jsonData []byte, doc *yaml.Node) error {
+	msg := err.Error()
+	pe := &ParseError{Msg: msg}
+	m := protoPosRE.FindStringSubmatch(msg)
+	if m == nil {
+		// Not positioned (e.g. a wrong type inside an Any value); drop the
+		// library prefix only.
+		if i := strings.Index(msg, ":"); i >= 0 && strings.HasPrefix(msg, "proto") {
+			pe.Msg = strings.TrimSpace(msg[i+1:])
+		}
+		return pe
+	}
+	line, _ := strconv.Atoi(m[1])
+	col, _ := strconv.Atoi(m[2])
+	pe.Msg = m[3]
+	if r := resolveRE.FindStringSubmatch(pe.Msg); r != nil {
+		pe.Msg = fmt.Sprintf("unknown @type %q: only tcp_proxy, http_connection_manager and router configs are supported", r[1])
+	}
+	path := jsonPath(jsonData, offsetOf(jsonData, line, col))
+	pe.Path = path.String()
+	if doc == nil {
+		pe.Line, pe.Column = line, col
+		return pe
+	}
+	if n := path.find(doc); n != nil {
+		pe.Line, pe.Column = n.Line, n.Column
+	}
+	return pe
+}
+
+// offsetOf converts protojson's 1-based line and rune column to a byte
+// offset.
+func offsetOf(b []byte, line, col int) int {
+	off := 0
+	for l := 1; l < line; l++ {
+		i := bytes.IndexByte(b[off:], '\n')
+		if i < 0 {
+			return len(b)
+		}
+		off += i + 1
+	}
+	for c := 1; c < col && off < len(b); c++ {
+		_, size := utf8.DecodeRune(b[off:])
+		off += size
+	}
+	return off
+}
+
+type pathSeg struct {
+	key   string
+	index int // -1 for a key segment
+}
+
+type fieldPath []pathSeg
+
+func (p fieldPath) String() string {
+	var b strings.Builder
+	for _, s := range p {
+		if s.index >= 0 {
+			fmt.Fprintf(&b, "[%d]", s.index)
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(s.key)
+	}
+	return b.String()
+}
+
+// jsonPath returns the path of the JSON element at byte offset off.
+func jsonPath(data []byte, off int) fieldPath {
+	type frame struct {
+		obj       bool
+		expectKey bool
+		key       string
+		index     int
+	}
+	var stack []frame
+	current := func(withKey bool) fieldPath {
+		var p fieldPath
+		for i, f := range stack {
+			switch {
+			case f.obj && (i < len(stack)-1 || withKey) && f.key != "":
+				p = append(p, pathSeg{key: f.key, index: -1})
+			case !f.obj:
+				p = append(p, pathSeg{index: f.index})
+			}
+		}
+		return p
+	}
+	valueDone := func() {
+		if len(stack) == 0 {
+			return
+		}
+		top := &stack[len(stack)-1]
+		if top.obj {
+			top.expectKey = true
+		} else {
+			top.index++
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return current(true)
+		}
+		isKey := len(stack) > 0 && stack[len(stack)-1].obj && stack[len(stack)-1].expectKey
+		if _, isDelim := tok.(json.Delim); isKey && !isDelim {
+			stack[len(stack)-1].key = tok.(string)
+			stack[len(stack)-1].expectKey = false
+			if dec.InputOffset() > int64(off) {
+				return current(true)
+			}
+			continue
+		}
+		if dec.InputOffset() > int64(off) {
+			return current(true)
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, frame{obj: true, expectKey: true})
+		case json.Delim('['):
+			stack = append(stack, frame{index: 0})
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+			valueDone()
+		default:
+			valueDone()
+		}
+	}
+}
+
+// find returns the YAML node for the path: the key node for a key segment
+// (where an unknown field is written), the element for an index.
+func (p fieldPath) find(doc *yaml.Node) *yaml.Node {
+	n := doc
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	last := n
+	for _, s := range p {
+		for n.Kind == yaml.AliasNode && n.Alias != nil {
+			n = n.Alias
+		}
+		if s.index >= 0 {
+			if n.Kind != yaml.SequenceNode || s.index >= len(n.Content) {
+				return last
+			}
+			n = n.Content[s.index]
+			last = n
+			continue
+		}
+		k, v := mappingEntry(n, s.key, 0)
+		if k == nil {
+			return last
+		}
+		last, n = k, v
+	}
+	return last
+}
+
+func mappingEntry(n *yaml.Node, key string, depth int) (*yaml.Node, *yaml.Node) {
+	for n.Kind == yaml.AliasNode && n.Alias != nil && depth < 100 {
+		n = n.Alias
+		depth++
+	}
+	if n.Kind != yaml.MappingNode || depth > 100 {
+		return nil, nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i], n.Content[i+1]
+		}
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 { // merge keys
+		if n.Content[i].Value == "<<" {
+			if k, v := mappingEntry(n.Content[i+1], key, depth+1); k != nil {
+				return k, v
+			}
+		}
+	}
+	return nil, nil
+}

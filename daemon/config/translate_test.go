@@ -1,0 +1,430 @@
+package config_test
+
+import (
+	"math"
+	"slices"
+	"strings"
+	"testing"
+
+	"kmesh.dev/kmesh/daemon/config"
+)
+
+var (
+	cA  = cluster("a", ep("10.244.0.1", 8080))
+	cB  = cluster("b", ep("10.244.0.2", 8080))
+	cA6 = cluster("a6", ep("fd00::1", 8080))
+)
+
+func TestTranslateSupported(t *testing.T) {
+	tests := []struct {
+		name     string
+		cfg      M
+		services []string // serviceSummary lines, in key order
+		notes    []string // substrings of some note
+		nNotes   int      // exact note count
+	}{{
+		name:     "tcp single cluster",
+		cfg:      boot(ls(tcpL("l", "10.96.0.10", 80, to("a"))), cA),
+		services: []string{"10.96.0.10:80 -> a:1"},
+	}, {
+		name:     "tcp weighted clusters sorted and duplicates merged",
+		cfg:      boot(ls(tcpL("l", "10.96.0.10", 80, weighted("b", 10, "a", 60, "a", 30))), cA, cB),
+		services: []string{"10.96.0.10:80 -> a:90,b:10"},
+	}, {
+		name:     "tcp on 0.0.0.0 is the IPv4 wildcard key",
+		cfg:      boot(ls(tcpL("l", "0.0.0.0", 5432, to("a"))), cA),
+		services: []string{"0.0.0.0:5432 -> a:1"},
+	}, {
+		name:     "tcp IPv6 VIP and [::] wildcard",
+		cfg:      boot(ls(tcpL("l6", "fd00::10", 80, to("a6")), tcpL("w6", "::", 81, to("a6"))), cA6),
+		services: []string{"[::]:81 -> a6:1", "[fd00::10]:80 -> a6:1"},
+	}, {
+		name:     "IPv4-mapped listener address is stored as IPv4",
+		cfg:      boot(ls(tcpL("l", "::ffff:10.96.0.10", 80, to("a"))), cA),
+		services: []string{"10.96.0.10:80 -> a:1"},
+	}, {
+		name: "additional_addresses add service keys",
+		cfg: boot(ls(with(tcpL("l", "10.96.0.10", 80, to("a")),
+			"additional_addresses", []any{M{"address": sockAddr("10.96.0.11", 80)}})), cA),
+		services: []string{"10.96.0.10:80 -> a:1", "10.96.0.11:80 -> a:1"},
+	}, {
+		name: "http wildcard listener: one service per IP-literal domain",
+		cfg: boot(ls(hcmL("h", "0.0.0.0", 9080,
+			vhost("ratings", []string{"ratings.default.svc", "10.96.0.20", "10.96.0.20:9080", "10.96.0.21"},
+				route("all", catchAll, routeWeighted("a", 3, "b", 1))),
+			vhost("reviews", []string{"reviews", "10.96.0.30:9080"}, route("", catchAll, to("b"))))),
+			cA, cB),
+		services: []string{"10.96.0.20:9080 -> a:3,b:1", "10.96.0.21:9080 -> a:3,b:1", "10.96.0.30:9080 -> b:1"},
+	}, {
+		name: "http [::] listener with bracketed IPv6 domains",
+		cfg: boot(ls(hcmL("h", "::", 9080,
+			vhost("v", []string{"[fd00::20]", "[fd00::21]:9080", "fd00::22"}, route("", catchAll, to("a6"))))), cA6),
+		services: []string{"[fd00::20]:9080 -> a6:1", "[fd00::21]:9080 -> a6:1", "[fd00::22]:9080 -> a6:1"},
+	}, {
+		name:     "http wildcard listener: \"*\" virtual host is the wildcard key",
+		cfg:      boot(ls(hcmL("h", "0.0.0.0", 8000, vhost("any", []string{"*"}, route("", catchAll, to("a"))))), cA),
+		services: []string{"0.0.0.0:8000 -> a:1"},
+	}, {
+		name: "http wildcard: zero-weight route cluster dropped",
+		cfg: boot(ls(hcmL("h", "0.0.0.0", 9080,
+			vhost("v", []string{"10.96.0.20"}, route("", catchAll, routeWeighted("a", 0, "b", 5))))), cA, cB),
+		services: []string{"10.96.0.20:9080 -> b:5"},
+	}, {
+		name: "http VIP listener: \"*\" virtual host applies; host-name virtual hosts noted",
+		cfg: boot(ls(hcmL("h", "10.96.0.40", 80,
+			vhost("by-name", []string{"shop.example.com"}, route("", catchAll, to("b"))),
+			vhost("star", []string{"*"}, route("", catchAll, to("a"))))), cA, cB),
+		services: []string{"10.96.0.40:80 -> a:1"},
+		notes:    []string{`listener "h" virtual_host "by-name": selected by Host header only; compat mode sends every connection to 10.96.0.40:80 to virtual host "star" (needs enhanced mode)`},
+		nNotes:   1,
+	}, {
+		name: "http VIP listener: the virtual host naming the VIP wins over \"*\"",
+		cfg: boot(ls(hcmL("h", "10.96.0.40", 80,
+			vhost("star", []string{"*"}, route("", catchAll, to("a"))),
+			vhost("exact", []string{"10.96.0.40:80"}, route("", catchAll, to("b"))))), cA, cB),
+		services: []string{"10.96.0.40:80 -> b:1"},
+		notes:    []string{`virtual_host "star": selected by Host header only`},
+		nNotes:   1,
+	}, {
+		name: "routes before the catch-all need enhanced mode",
+		cfg: boot(ls(hcmL("h", "0.0.0.0", 9080,
+			vhost("v", []string{"10.96.0.20"},
+				route("admin", M{"prefix": "/admin"}, to("b")),
+				route("exact", M{"path": "/login"}, to("b")),
+				route("re", M{"safe_regex": M{"regex": ".*"}}, to("b")),
+				route("hdr", M{"prefix": "/", "headers": []any{M{"name": "x-canary", "present_match": true}}}, to("b")),
+				route("", M{"prefix": "/", "query_parameters": []any{M{"name": "v", "present_match": true}}}, to("b")),
+				route("default", M{"prefix": "/", "case_sensitive": false}, to("a")),
+				route("after", M{"prefix": "/late"}, to("b"))))),
+			cA, cB),
+		services: []string{"10.96.0.20:9080 -> a:1"},
+		notes: []string{
+			`listener "h" virtual_host "v" route "admin": matches on path prefix "/admin"; compat mode cannot see the request, so these requests go to the catch-all route's clusters (needs enhanced mode)`,
+			`route "exact": matches on path "/login"`,
+			`route "re": matches on path regex ".*"`,
+			`route "hdr": matches on headers`,
+			`route[4]: matches on query_parameters`,
+		},
+		nNotes: 5, // nothing about "after": Envoy never reaches it either
+	}, {
+		name: "virtual host without a catch-all route: note, no service",
+		cfg: boot(ls(hcmL("h", "0.0.0.0", 9080,
+			vhost("v", []string{"10.96.0.20"}, route("api", M{"prefix": "/api"}, to("a"))),
+			vhost("w", []string{"10.96.0.21"}, route("", catchAll, to("b"))))), cA, cB),
+		services: []string{"10.96.0.21:9080 -> b:1"},
+		notes: []string{
+			`virtual_host "v" route "api": matches on path prefix "/api"`,
+			`listener "h" virtual_host "v": no catch-all route (match prefix "/" without other matchers)`,
+		},
+		nNotes: 2,
+	}, {
+		name: "catch-all redirect: note, no service",
+		cfg: boot(ls(hcmL("h", "0.0.0.0", 9080,
+			vhost("v", []string{"10.96.0.20"}, M{"name": "r", "match": catchAll, "redirect": M{"https_redirect": true}}))), cA),
+		notes:  []string{`route "r": catch-all route action redirect is not a cluster route`},
+		nNotes: 1,
+	}, {
+		name: "catch-all cluster_header: note, no service",
+		cfg: boot(ls(hcmL("h", "0.0.0.0", 9080,
+			vhost("v", []string{"10.96.0.20"}, route("r", catchAll, M{"cluster_header": "x-cluster"})))), cA),
+		notes:  []string{`route "r": catch-all route picks its cluster per request`},
+		nNotes: 1,
+	}, {
+		name: "domains of another port or family, and host-name-only virtual hosts, are noted",
+		cfg: boot(ls(hcmL("h", "0.0.0.0", 9080,
+			vhost("v", []string{"10.96.0.20:80", "[fd00::1]", "10.96.0.21"}, route("", catchAll, to("a"))),
+			vhost("names", []string{"reviews", "reviews:9080"}, route("", catchAll, to("a"))))), cA),
+		services: []string{"10.96.0.21:9080 -> a:1"},
+		notes: []string{
+			`virtual_host "v": domain "10.96.0.20:80": port differs from the listener port 9080`,
+			`virtual_host "v": domain "[fd00::1]": address family differs`,
+			`virtual_host "names": no IP-literal or "*" domain: selected by Host header only`,
+		},
+		nNotes: 3,
+	}, {
+		name: "rds is noted, listener not applied",
+		cfg: boot(ls(M{"name": "h", "address": sockAddr("0.0.0.0", 9080), "filter_chains": []any{M{"filters": []any{M{
+			"name": "hcm", "typed_config": M{"@type": hcmType, "stat_prefix": "h",
+				"rds": M{"route_config_name": "r", "config_source": M{"ads": M{}}}}}}}}}), cA),
+		notes:  []string{`listener "h" filter_chain[0] filter "hcm": rds (route discovery) is not supported`},
+		nNotes: 1,
+	}, {
+		name: "filter chain with filter_chain_match noted; match-less chain used",
+		cfg: boot(ls(M{"name": "l", "address": sockAddr("10.96.0.10", 443), "filter_chains": []any{
+			M{"name": "sni", "filter_chain_match": M{"server_names": []any{"a.example.com"}}, "filters": []any{M{
+				"name": "tcp", "typed_config": M{"@type": tcpType, "stat_prefix": "s", "cluster": "b"}}}},
+			M{"filters": []any{M{
+				"name": "tcp", "typed_config": M{"@type": tcpType, "stat_prefix": "s", "cluster": "a"}}}},
+		}}), cA, cB),
+		services: []string{"10.96.0.10:443 -> a:1"},
+		notes:    []string{`listener "l" filter_chain "sni": filter_chain_match needs connection attributes`},
+		nNotes:   1,
+	}, {
+		name: "only default_filter_chain applies",
+		cfg: boot(ls(M{"name": "l", "address": sockAddr("10.96.0.10", 443),
+			"default_filter_chain": M{"filters": []any{M{
+				"name": "tcp", "typed_config": M{"@type": tcpType, "stat_prefix": "s", "cluster": "a"}}}},
+		}), cA),
+		services: []string{"10.96.0.10:443 -> a:1"},
+	}, {
+		name: "UDP listener noted; unhealthy and priority-1 endpoints excluded",
+		cfg: boot(ls(
+			with(tcpL("u", "10.96.0.53", 53, to("a")), "address", M{"socket_address": M{"address": "10.96.0.53", "port_value": 53, "protocol": "UDP"}}),
+			tcpL("l", "10.96.0.10", 80, to("c"))),
+			cA,
+			M{"name": "c", "load_assignment": M{"cluster_name": "c", "endpoints": []any{
+				M{"lb_endpoints": []any{ep("10.244.0.5", 80), with(ep("10.244.0.6", 80), "health_status", "UNHEALTHY")}},
+				M{"priority": 1, "lb_endpoints": []any{ep("10.244.0.7", 80)}},
+			}}}),
+		services: []string{"10.96.0.10:80 -> c:1"},
+		notes: []string{
+			`listener "u": address protocol UDP`,
+			`cluster "c" endpoint 10.244.0.6:80: excluded: health_status UNHEALTHY (ignored)`,
+			`cluster "c" load_assignment.endpoints[1]: priority 1 endpoints are failover only`,
+		},
+		nNotes: 3,
+	}, {
+		name: "dynamic_resources noted",
+		cfg: with(boot(ls(tcpL("l", "10.96.0.10", 80, to("a"))), cA),
+			"dynamic_resources", M{"ads_config": M{"api_type": "GRPC"}}),
+		services: []string{"10.96.0.10:80 -> a:1"},
+		notes:    []string{`bootstrap dynamic_resources: xDS sources are not used in local-file mode`},
+		nNotes:   1,
+	}, {
+		name:  "empty static_resources",
+		cfg:   M{"static_resources": M{}},
+		notes: nil,
+	}}
+	for _, tc := range tests {
+		for _, f := range formats {
+			t.Run(tc.name+"/"+f.String(), func(t *testing.T) {
+				m, err := config.ParseBootstrap(encode(t, tc.cfg, f), f)
+				if err != nil {
+					t.Fatalf("ParseBootstrap: %v", err)
+				}
+				if got := serviceSummary(m); !slices.Equal(got, tc.services) {
+					t.Errorf("services:\n got  %q\n want %q", got, tc.services)
+				}
+				requireNotes(t, m, tc.notes)
+				if len(m.Unsupported) != tc.nNotes {
+					t.Errorf("got %d notes, want %d:\n  %s", len(m.Unsupported), tc.nNotes, strings.Join(noteStrings(m), "\n  "))
+				}
+				if len(m.Version) != 16 {
+					t.Errorf("Version = %q, want 16 hex digits", m.Version)
+				}
+			})
+		}
+	}
+}
+
+func TestTranslateClusters(t *testing.T) {
+	cfg := boot(nil,
+		cluster("rr", ep("10.244.0.2", 80), ep("10.244.0.1", 80, 3), ep("10.244.0.2", 80, 2)),
+		with(cluster("rand", ep("fd00::2", 443), ep("::ffff:10.244.0.9", 443)), "lb_policy", "RANDOM"),
+		M{"name": "untyped", "load_assignment": M{"cluster_name": "untyped", "endpoints": []any{
+			M{"lb_endpoints": []any{ep("10.244.1.1", 80)}}, M{"lb_endpoints": []any{ep("10.244.1.2", 80)}}}}},
+		M{"name": "empty"},
+	)
+	want := map[string]config.Cluster{
+		"rr":      {Name: "rr", Policy: config.RoundRobin, Endpoints: eps("10.244.0.1:80", 3, "10.244.0.2:80", 3)},
+		"rand":    {Name: "rand", Policy: config.Random, Endpoints: eps("10.244.0.9:443", 1, "[fd00::2]:443", 1)},
+		"untyped": {Name: "untyped", Policy: config.RoundRobin, Endpoints: eps("10.244.1.1:80", 1, "10.244.1.2:80", 1)},
+		"empty":   {Name: "empty", Policy: config.RoundRobin, Endpoints: []config.Endpoint{}},
+	}
+	for _, f := range formats {
+		t.Run(f.String(), func(t *testing.T) {
+			m, err := config.ParseBootstrap(encode(t, cfg, f), f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(m.Clusters) != len(want) {
+				t.Fatalf("got %d clusters, want %d", len(m.Clusters), len(want))
+			}
+			for n, w := range want {
+				if g := m.Clusters[n]; !g.Equal(w) {
+					t.Errorf("cluster %s = %+v, want %+v", n, g, w)
+				}
+			}
+		})
+	}
+}
+
+func TestTranslateRejected(t *testing.T) {
+	tcpObj := `(listener "l")`
+	many := []any{}
+	var manyClusters []M
+	for i := range 17 {
+		n := string(rune('a'+i)) + "x"
+		many = append(many, n, 1)
+		manyClusters = append(manyClusters, cluster(n, ep("10.244.0.1", 80)))
+	}
+	tests := []struct {
+		name string
+		cfg  M
+		want []string // one substring per expected issue
+	}{{
+		name: "unknown cluster",
+		cfg:  boot(ls(tcpL("l", "10.96.0.10", 80, to("nope"))), cA),
+		want: []string{`service 10.96.0.10:80 ` + tcpObj + `: unknown cluster "nope"`},
+	}, {
+		name: "unknown cluster in a route",
+		cfg: boot(ls(hcmL("h", "0.0.0.0", 9080,
+			vhost("v", []string{"10.96.0.20"}, route("", catchAll, routeWeighted("a", 1, "gone", 1))))), cA),
+		want: []string{`service 10.96.0.20:9080 (listener "h" virtual_host "v"): unknown cluster "gone"`},
+	}, {
+		name: "duplicate service key from two listeners",
+		cfg: boot(ls(tcpL("l", "10.96.0.10", 80, to("a")),
+			hcmL("h", "0.0.0.0", 80, vhost("v", []string{"10.96.0.10"}, route("", catchAll, to("a"))))), cA),
+		want: []string{`service 10.96.0.10:80 (listener "h" virtual_host "v"): duplicate service key 10.96.0.10:80: also defined by listener "l"`},
+	}, {
+		name: "duplicate service key from two virtual hosts",
+		cfg: boot(ls(hcmL("h", "0.0.0.0", 80,
+			vhost("v", []string{"10.96.0.10"}, route("", catchAll, to("a"))),
+			vhost("w", []string{"10.96.0.10:80"}, route("", catchAll, to("a"))))), cA),
+		want: []string{`(listener "h" virtual_host "w"): duplicate service key 10.96.0.10:80: also defined by listener "h" virtual_host "v"`},
+	}, {
+		name: "zero total weight",
+		cfg: boot(ls(hcmL("h", "0.0.0.0", 9080,
+			vhost("v", []string{"10.96.0.20"}, route("", catchAll, routeWeighted("a", 0, "b", 0))))), cA, cB),
+		want: []string{`service 10.96.0.20:9080 (listener "h" virtual_host "v"): total weight is 0`},
+	}, {
+		name: "cluster weights overflow",
+		cfg:  boot(ls(tcpL("l", "10.96.0.10", 80, weighted("a", math.MaxUint32, "b", 1))), cA, cB),
+		want: []string{`service 10.96.0.10:80 ` + tcpObj + `: cluster weights sum to 4294967296, more than 4294967295`},
+	}, {
+		name: "endpoint weights overflow",
+		cfg:  boot(nil, cluster("big", ep("10.244.0.1", 80, math.MaxUint32), ep("10.244.0.2", 80, 1))),
+		want: []string{`cluster "big": endpoint weights sum to 4294967296, more than 4294967295`},
+	}, {
+		name: "more than 16 weighted clusters",
+		cfg:  boot(ls(tcpL("l", "10.96.0.10", 80, weighted(many...))), manyClusters...),
+		want: []string{`service 10.96.0.10:80 ` + tcpObj + `: splits across 17 clusters, more than the limit of 16`},
+	}, {
+		name: "endpoint port 0",
+		cfg:  boot(nil, cluster("a", ep("10.244.0.1", 0))),
+		want: []string{`cluster "a" load_assignment.endpoints[0].lb_endpoints[0]: endpoint 10.244.0.1 has port 0`},
+	}, {
+		name: "non-IP endpoint address",
+		cfg:  boot(nil, cluster("a", ep("reviews.default.svc", 80))),
+		want: []string{`cluster "a" load_assignment.endpoints[0].lb_endpoints[0]: address "reviews.default.svc" is not an IP literal`},
+	}, {
+		name: "unspecified endpoint address",
+		cfg:  boot(nil, cluster("a", ep("0.0.0.0", 80))),
+		want: []string{`lb_endpoints[0]: address 0.0.0.0 is unspecified`},
+	}, {
+		name: "scoped endpoint address",
+		cfg:  boot(nil, cluster("a", ep("fe80::1%eth0", 80))),
+		want: []string{`lb_endpoints[0]: address "fe80::1%eth0" has a zone`},
+	}, {
+		name: "UDP endpoint",
+		cfg: boot(nil, cluster("a", M{"endpoint": M{"address": M{"socket_address": M{
+			"address": "10.244.0.1", "port_value": 53, "protocol": "UDP"}}}})),
+		want: []string{`lb_endpoints[0]: protocol UDP is not supported`},
+	}, {
+		name: "named endpoint port",
+		cfg: boot(nil, cluster("a", M{"endpoint": M{"address": M{"socket_address": M{
+			"address": "10.244.0.1", "named_port": "http"}}}})),
+		want: []string{`lb_endpoints[0]: named_port is not supported; use port_value`},
+	}, {
+		name: "IPv4 VIP with an IPv6 endpoint",
+		cfg:  boot(ls(tcpL("l", "10.96.0.10", 80, weighted("a", 1, "a6", 1))), cA, cA6),
+		want: []string{`service 10.96.0.10:80 ` + tcpObj + `: cluster "a6" endpoint [fd00::1]:8080 is IPv6 but the service address is IPv4; connect() cannot be redirected across address families`},
+	}, {
+		name: "[::] wildcard with IPv4 endpoints",
+		cfg:  boot(ls(tcpL("l", "::", 80, to("m"))), cluster("m", ep("10.0.0.1", 80), ep("10.0.0.2", 80), ep("fd00::3", 80))),
+		want: []string{`service [::]:80 ` + tcpObj + `: cluster "m" endpoint 10.0.0.1:80 (and 1 more) is IPv4 but the service address is IPv6`},
+	}, {
+		name: "unsupported lb_policy",
+		cfg: boot(nil,
+			with(cA, "lb_policy", "LEAST_REQUEST"),
+			with(cB, "lb_policy", "RING_HASH"),
+			with(cluster("c", ep("10.244.0.3", 80)), "lb_policy", "MAGLEV")),
+		want: []string{
+			`cluster "a": lb_policy LEAST_REQUEST is not supported; use ROUND_ROBIN or RANDOM`,
+			`cluster "b": lb_policy RING_HASH is not supported; use ROUND_ROBIN or RANDOM`,
+			`cluster "c": lb_policy MAGLEV is not supported`,
+		},
+	}, {
+		name: "unsupported cluster types",
+		cfg: boot(nil,
+			M{"name": "e", "type": "EDS", "eds_cluster_config": M{"eds_config": M{"ads": M{}}}},
+			with(cluster("d", ep("10.244.0.3", 80)), "type", "STRICT_DNS"),
+			with(cluster("ld", ep("10.244.0.3", 80)), "type", "LOGICAL_DNS"),
+			M{"name": "o", "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED"}),
+		want: []string{
+			`cluster "e": type EDS is not supported by the local-file translator (endpoints come only from an xDS server); use type STATIC with load_assignment`,
+			`cluster "d": type STRICT_DNS is not supported`,
+			`cluster "ld": type LOGICAL_DNS is not supported`,
+			`cluster "o": type ORIGINAL_DST is not supported`,
+			`cluster "o": lb_policy CLUSTER_PROVIDED is not supported`,
+		},
+	}, {
+		name: "a service naming an invalid cluster reports the cluster only",
+		cfg:  boot(ls(tcpL("l", "10.96.0.10", 80, to("a"))), with(cA, "lb_policy", "LEAST_REQUEST")),
+		want: []string{`cluster "a": lb_policy LEAST_REQUEST`},
+	}, {
+		name: "duplicate names",
+		cfg:  boot(ls(tcpL("l", "10.96.0.10", 80, to("a")), tcpL("l", "10.96.0.11", 80, to("a"))), cA, cA),
+		want: []string{
+			`cluster "a": duplicate cluster name (first defined as cluster "a")`,
+			`listener "l": duplicate listener name (first defined as listener "l")`,
+		},
+	}, {
+		name: "listener address not an IP, port 0, zone",
+		cfg: boot(ls(tcpL("n", "localhost", 80, to("a")), tcpL("p", "10.96.0.10", 0, to("a")),
+			tcpL("z", "fe80::1%eth0", 80, to("a"))), cA),
+		want: []string{
+			`listener "n": address "localhost" is not an IP literal`,
+			`listener "p": address has port 0`,
+			`listener "z": address "fe80::1%eth0" has a zone`,
+		},
+	}, {
+		name: "envoy schema violations",
+		cfg:  boot(ls(tcpL("l", "10.96.0.10", 70000, to("a"))), cA, cluster("", ep("10.244.0.1", 80))),
+		want: []string{
+			`listener "l": envoy schema: address.socket_address.port_value: value must be less than or equal to 65535`,
+			`cluster[1]: envoy schema: name: value length must be at least 1 runes`,
+			`cluster[1]: envoy schema: load_assignment.cluster_name: value length must be at least 1 runes`,
+		},
+	}, {
+		name: "all problems are reported together",
+		cfg: boot(ls(tcpL("l", "10.96.0.10", 80, to("nope")), tcpL("m", "10.96.0.11", 80, to("a"))),
+			with(cA, "lb_policy", "RANDOM"), cluster("z", ep("10.0.0.1", 0)), with(cB, "type", "EDS")),
+		want: []string{
+			`unknown cluster "nope"`,
+			`cluster "z" load_assignment.endpoints[0].lb_endpoints[0]: endpoint 10.0.0.1 has port 0`,
+			`cluster "b": type EDS`,
+		},
+	}}
+	for _, tc := range tests {
+		for _, f := range formats {
+			t.Run(tc.name+"/"+f.String(), func(t *testing.T) {
+				m, err := config.ParseBootstrap(encode(t, tc.cfg, f), f)
+				if m != nil {
+					t.Fatalf("got a model with error %v", err)
+				}
+				requireIssues(t, err, tc.want)
+			})
+		}
+	}
+}
+
+func TestServiceKeyText(t *testing.T) {
+	for _, s := range []string{"10.96.0.10:80", "[fd00::10]:443", "0.0.0.0:9080", "[::]:1"} {
+		var k config.ServiceKey
+		if err := k.UnmarshalText([]byte(s)); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := k.MarshalText()
+		if string(b) != s {
+			t.Errorf("round trip %q = %q", s, b)
+		}
+		if k.Wildcard() != strings.HasPrefix(s, "0.0.0.0") && k.Wildcard() != strings.HasPrefix(s, "[::]") {
+			t.Errorf("%s: Wildcard() = %v", s, k.Wildcard())
+		}
+	}
+	var k config.ServiceKey
+	if err := k.UnmarshalText([]byte("nope")); err == nil {
+		t.Error("UnmarshalText(nope) succeeded")
+	}
+}

@@ -1,0 +1,205 @@
+package config
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// WatchOptions tunes Watch. The zero value is ready to use.
+type WatchOptions struct {
+	// Debounce is how long the file must stay quiet after a change event
+	// before it is read (editors and kubelet write in several steps).
+	// Default 100ms.
+	Debounce time.Duration
+	// PollInterval re-checks the file this often even without events, a
+	// safety net for changes inotify cannot see (e.g. some network file
+	// systems) and the only mechanism off Linux. Default 10s; negative
+	// disables polling (off Linux that leaves only the initial load).
+	PollInterval time.Duration
+	// Log receives one line per applied or rejected config. Default: the
+	// logrus standard logger.
+	Log logrus.FieldLogger
+}
+
+// Watch applies the configuration file at path and every later version of
+// it, until ctx is done.
+//
+// It reads the file once at start, then again whenever it may have changed:
+// in-place writes, atomic replacement by rename (editors, mv), and
+// Kubernetes ConfigMap updates (path is a symlink through "..data", which
+// kubelet swaps atomically). Watches are re-established after every
+// replacement. Events are debounced, and content identical to the last
+// applied version is skipped.
+//
+// Each new valid version is passed to onChange; if onChange returns an
+// error, that version counts as not applied and is retried on the next
+// event or poll. Every failure (unreadable file, invalid config, onChange
+// error) is logged and passed to onError, which may be nil; an invalid file
+// does not call onChange, so the caller's previous model stays in effect.
+// The same failure is reported once, not on every poll. onChange and
+// onError are called from Watch's goroutine, one at a time.
+//
+// Watch returns nil when ctx is done, or an error if it cannot start.
+func Watch(ctx context.Context, path string, opts WatchOptions, onChange func(*Model) error, onError func(error)) error {
+	if onChange == nil {
+		return errors.New("watch config: onChange is nil")
+	}
+	if opts.Debounce <= 0 {
+		opts.Debounce = 100 * time.Millisecond
+	}
+	if opts.PollInterval == 0 {
+		opts.PollInterval = 10 * time.Second
+	}
+	if opts.Log == nil {
+		opts.Log = logrus.StandardLogger()
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return fmt.Errorf("watch config %s: %w", path, err)
+	}
+	n, err := newNotifier()
+	if err != nil {
+		return fmt.Errorf("watch config %s: %w", path, err)
+	}
+	defer n.close()
+
+	w := &watcher{
+		path:     abs,
+		notifier: n,
+		onChange: onChange,
+		onError:  onError,
+		log:      opts.Log.WithFields(logrus.Fields{"subsys": "config", "path": abs}),
+	}
+	w.resync()
+	w.reload()
+
+	debounce := time.NewTimer(time.Hour)
+	debounce.Stop()
+	defer debounce.Stop()
+	var poll <-chan time.Time
+	if opts.PollInterval > 0 {
+		t := time.NewTicker(opts.PollInterval)
+		defer t.Stop()
+		poll = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-n.events():
+			debounce.Reset(opts.Debounce)
+		case <-debounce.C:
+			w.resync()
+			w.reload()
+		case <-poll:
+			w.resync()
+			w.reload()
+		}
+	}
+}
+
+// notifier signals possible changes to a set of watched paths.
+type notifier interface {
+	// watch makes the set of watched paths exactly paths (directories and
+	// files, symlinks followed); paths that do not exist are skipped.
+	watch(paths []string) error
+	// events receives a value after one or more events (coalesced).
+	events() <-chan struct{}
+	close()
+}
+
+type watcher struct {
+	path     string
+	notifier notifier
+	onChange func(*Model) error
+	onError  func(error)
+	log      logrus.FieldLogger
+
+	applied  [sha256.Size]byte // content of the applied version
+	haveApp  bool
+	rejected [sha256.Size]byte // content last rejected as invalid
+	haveRej  bool
+	lastErr  string // last reported non-content error, to report it once
+	watchErr string
+}
+
+// resync points the watches at the current targets: the directory holding
+// path (renames, ConfigMap swaps), and the file path resolves to and its
+// directory (in-place writes, also through symlinks and bind mounts).
+func (w *watcher) resync() {
+	paths := []string{filepath.Dir(w.path)}
+	if real, err := filepath.EvalSymlinks(w.path); err == nil {
+		paths = append(paths, filepath.Dir(real), real)
+	}
+	err := w.notifier.watch(paths)
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	if msg != w.watchErr && err != nil {
+		w.log.WithField("phase", "watch").WithError(err).Warn("config watch incomplete; relying on polling")
+	}
+	w.watchErr = msg
+}
+
+func (w *watcher) reload() {
+	start := time.Now()
+	data, err := readLimited(w.path)
+	if err != nil {
+		what := "read"
+		if errors.Is(err, fs.ErrNotExist) {
+			what = "missing"
+		}
+		w.fail(fmt.Errorf("load config %s: %w", w.path, err), what, false)
+		return
+	}
+	sum := sha256.Sum256(data)
+	if w.haveApp && sum == w.applied {
+		w.lastErr, w.haveRej = "", false
+		return
+	}
+	if w.haveRej && sum == w.rejected {
+		return
+	}
+	m, err := ParseBootstrap(data, FormatOf(w.path))
+	if err != nil {
+		w.rejected, w.haveRej = sum, true
+		w.fail(fmt.Errorf("load config %s: %w", w.path, err), "invalid", true)
+		return
+	}
+	if err := w.onChange(m); err != nil {
+		w.fail(fmt.Errorf("apply config %s version %s: %w", w.path, m.Version, err), "apply", false)
+		return
+	}
+	w.applied, w.haveApp = sum, true
+	w.haveRej, w.lastErr = false, ""
+	w.log.WithFields(logrus.Fields{
+		"phase":    "apply",
+		"version":  m.Version,
+		"services": len(m.Services),
+		"clusters": len(m.Clusters),
+		"notes":    len(m.Unsupported),
+		"duration": time.Since(start),
+	}).Info("config applied")
+}
+
+// fail reports err unless it is the same non-content error as last time
+// (always, when always is set).
+func (w *watcher) fail(err error, what string, always bool) {
+	msg := err.Error()
+	if !always && msg == w.lastErr {
+		return
+	}
+	w.lastErr = msg
+	w.log.WithFields(logrus.Fields{"phase": what}).WithError(err).Warn("config not applied; previous config stays in effect")
+	if w.onError != nil {
+		w.onError(err)
+	}
+}

@@ -1,0 +1,329 @@
+package config_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"kmesh.dev/kmesh/daemon/config"
+)
+
+// version n of a config: cluster "a" has the single endpoint 10.244.0.n:80.
+func cfgVersion(t testing.TB, n int) []byte {
+	return encode(t, boot(ls(tcpL("l", "10.96.0.10", 80, to("a"))), cluster("a", ep(fmt.Sprintf("10.244.0.%d", n), 80))), config.FormatYAML)
+}
+
+func endpointN(m *config.Model) int {
+	var n int
+	fmt.Sscanf(m.Clusters["a"].Endpoints[0].Addr.Addr().String(), "10.244.0.%d", &n)
+	return n
+}
+
+type recorder struct {
+	models chan *config.Model
+	errs   chan error
+}
+
+const waitFor = 5 * time.Second
+
+// startWatch runs Watch on path with inotify only (no polling) unless opts
+// says otherwise.
+func startWatch(t *testing.T, path string, opts config.WatchOptions, onChange func(*config.Model) error) *recorder {
+	t.Helper()
+	r := &recorder{models: make(chan *config.Model, 100), errs: make(chan error, 100)}
+	if opts.Debounce == 0 {
+		opts.Debounce = 20 * time.Millisecond
+	}
+	if opts.PollInterval == 0 {
+		opts.PollInterval = -1
+	}
+	log := logrus.New()
+	log.SetOutput(testWriter{t})
+	opts.Log = log
+	if onChange == nil {
+		onChange = func(*config.Model) error { return nil }
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- config.Watch(ctx, path, opts, func(m *config.Model) error {
+			if err := onChange(m); err != nil {
+				return err
+			}
+			r.models <- m
+			return nil
+		}, func(err error) { r.errs <- err })
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Watch returned %v after cancel", err)
+			}
+		case <-time.After(waitFor):
+			t.Error("Watch did not return after cancel")
+		}
+	})
+	return r
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+func (r *recorder) wantModel(t *testing.T, n int) *config.Model {
+	t.Helper()
+	select {
+	case m := <-r.models:
+		if got := endpointN(m); got != n {
+			t.Fatalf("got config version %d, want %d", got, n)
+		}
+		return m
+	case err := <-r.errs:
+		t.Fatalf("want config version %d, got error %v", n, err)
+	case <-time.After(waitFor):
+		t.Fatalf("no config version %d within %v", n, waitFor)
+	}
+	return nil
+}
+
+func (r *recorder) wantError(t *testing.T) error {
+	t.Helper()
+	select {
+	case m := <-r.models:
+		t.Fatalf("want an error, got config version %d", endpointN(m))
+	case err := <-r.errs:
+		return err
+	case <-time.After(waitFor):
+		t.Fatalf("no error within %v", waitFor)
+	}
+	return nil
+}
+
+// quiet checks nothing is reported for a while (longer than the debounce).
+func (r *recorder) quiet(t *testing.T) {
+	t.Helper()
+	select {
+	case m := <-r.models:
+		t.Fatalf("unexpected config version %d", endpointN(m))
+	case err := <-r.errs:
+		t.Fatalf("unexpected error %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+func write(t *testing.T, path string, data []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// replace writes data to a temporary file next to path and renames it over
+// path, as editors and `mv` do.
+func replace(t *testing.T, path string, data []byte) {
+	t.Helper()
+	tmp := path + ".tmp"
+	write(t, tmp, data)
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestWatchEdit(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "bootstrap.yaml")
+	write(t, p, cfgVersion(t, 1))
+	r := startWatch(t, p, config.WatchOptions{}, nil)
+	r.wantModel(t, 1)
+
+	write(t, p, cfgVersion(t, 2))
+	r.wantModel(t, 2)
+
+	// Same bytes again, a comment-free touch: nothing to report.
+	write(t, p, cfgVersion(t, 2))
+	now := time.Now()
+	os.Chtimes(p, now, now)
+	r.quiet(t)
+
+	// In-place edit via an open file (truncate + write, as some editors do).
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(cfgVersion(t, 3))
+	f.Close()
+	r.wantModel(t, 3)
+}
+
+func TestWatchRenameReplace(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "bootstrap.yaml")
+	write(t, p, cfgVersion(t, 1))
+	r := startWatch(t, p, config.WatchOptions{}, nil)
+	r.wantModel(t, 1)
+
+	replace(t, p, cfgVersion(t, 2))
+	r.wantModel(t, 2)
+	// The watch follows the new file: edit it in place.
+	write(t, p, cfgVersion(t, 3))
+	r.wantModel(t, 3)
+	replace(t, p, cfgVersion(t, 4))
+	r.wantModel(t, 4)
+}
+
+// TestWatchConfigMap reproduces kubelet's atomic writer: the watched path is
+// a symlink through "..data", a symlink to a timestamped directory that is
+// swapped by renaming a new symlink over it.
+func TestWatchConfigMap(t *testing.T) {
+	dir := t.TempDir()
+	version := 0
+	publish := func(n int) {
+		version++
+		ts := filepath.Join(dir, fmt.Sprintf("..2026_01_01_00_00_%02d.%d", version, n))
+		if err := os.Mkdir(ts, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		write(t, filepath.Join(ts, "bootstrap.yaml"), cfgVersion(t, n))
+		old, _ := os.Readlink(filepath.Join(dir, "..data"))
+		tmp := filepath.Join(dir, "..data_tmp")
+		if err := os.Symlink(filepath.Base(ts), tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+		if old != "" {
+			os.RemoveAll(filepath.Join(dir, old))
+		}
+	}
+	publish(1)
+	p := filepath.Join(dir, "bootstrap.yaml")
+	if err := os.Symlink("..data/bootstrap.yaml", p); err != nil {
+		t.Fatal(err)
+	}
+	r := startWatch(t, p, config.WatchOptions{}, nil)
+	r.wantModel(t, 1)
+	publish(2)
+	r.wantModel(t, 2)
+	publish(3)
+	r.wantModel(t, 3)
+}
+
+func TestWatchSymlinkElsewhere(t *testing.T) {
+	target := filepath.Join(t.TempDir(), "real.yaml")
+	write(t, target, cfgVersion(t, 1))
+	p := filepath.Join(t.TempDir(), "bootstrap.yaml")
+	if err := os.Symlink(target, p); err != nil {
+		t.Fatal(err)
+	}
+	r := startWatch(t, p, config.WatchOptions{}, nil)
+	r.wantModel(t, 1)
+
+	// An in-place edit of the target, in a directory the path is not in.
+	write(t, target, cfgVersion(t, 2))
+	r.wantModel(t, 2)
+
+	// Repoint the symlink atomically to another file.
+	other := filepath.Join(filepath.Dir(target), "other.yaml")
+	write(t, other, cfgVersion(t, 3))
+	tmp := p + ".new"
+	os.Symlink(other, tmp)
+	if err := os.Rename(tmp, p); err != nil {
+		t.Fatal(err)
+	}
+	r.wantModel(t, 3)
+	write(t, other, cfgVersion(t, 4))
+	r.wantModel(t, 4)
+}
+
+func TestWatchInvalidThenFixed(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "bootstrap.yaml")
+	write(t, p, cfgVersion(t, 1))
+	r := startWatch(t, p, config.WatchOptions{}, nil)
+	r.wantModel(t, 1)
+
+	write(t, p, []byte("static_resources:\n  clusterz: []\n"))
+	err := r.wantError(t)
+	if !errors.Is(err, config.ErrSyntax) || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), `unknown field "clusterz"`) {
+		t.Fatalf("error = %v", err)
+	}
+	// The same bad content again is not reported again.
+	write(t, p, []byte("static_resources:\n  clusterz: []\n"))
+	r.quiet(t)
+
+	// Parses, but does not validate.
+	write(t, p, encode(t, boot(ls(tcpL("l", "10.96.0.10", 80, to("nope")))), config.FormatYAML))
+	err = r.wantError(t)
+	if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), `unknown cluster "nope"`) {
+		t.Fatalf("error = %v", err)
+	}
+
+	replace(t, p, cfgVersion(t, 2))
+	r.wantModel(t, 2)
+}
+
+func TestWatchMissingThenCreated(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "bootstrap.yaml")
+	r := startWatch(t, p, config.WatchOptions{}, nil)
+	if err := r.wantError(t); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("error = %v, want ErrNotExist", err)
+	}
+	write(t, p, cfgVersion(t, 1))
+	r.wantModel(t, 1)
+
+	os.Remove(p)
+	if err := r.wantError(t); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("error = %v, want ErrNotExist", err)
+	}
+	write(t, p, cfgVersion(t, 1)) // back as it was: already applied
+	r.quiet(t)
+	write(t, p, cfgVersion(t, 2))
+	r.wantModel(t, 2)
+}
+
+func TestWatchDebounce(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "bootstrap.yaml")
+	write(t, p, cfgVersion(t, 1))
+	r := startWatch(t, p, config.WatchOptions{Debounce: 200 * time.Millisecond}, nil)
+	r.wantModel(t, 1)
+	for n := 2; n <= 30; n++ {
+		write(t, p, cfgVersion(t, n))
+		time.Sleep(2 * time.Millisecond)
+	}
+	r.wantModel(t, 30) // the burst yields the final version only
+	r.quiet(t)
+}
+
+func TestWatchApplyErrorRetried(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "bootstrap.yaml")
+	write(t, p, cfgVersion(t, 1))
+	var calls atomic.Int32
+	r := startWatch(t, p, config.WatchOptions{PollInterval: 50 * time.Millisecond}, func(*config.Model) error {
+		if calls.Add(1) == 1 {
+			return errors.New("map full")
+		}
+		return nil
+	})
+	if err := r.wantError(t); !strings.Contains(err.Error(), "apply config "+p) || !strings.Contains(err.Error(), "map full") {
+		t.Fatalf("error = %v", err)
+	}
+	r.wantModel(t, 1) // retried by the poll, without any file change
+	r.quiet(t)
+}
+
+func TestWatchArgs(t *testing.T) {
+	if err := config.Watch(context.Background(), "x", config.WatchOptions{}, nil, nil); err == nil {
+		t.Fatal("Watch with nil onChange succeeded")
+	}
+}

@@ -1,0 +1,280 @@
+package daemon
+
+import (
+	"encoding/json"
+	"math"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf/link"
+	"github.com/moby/sys/mountinfo"
+
+	tn "kmesh.dev/kmesh/daemon/internal/testnet"
+)
+
+const (
+	echoA = "10.201.1.2:8100"
+	echoB = "10.201.2.2:8100"
+	vipL  = "10.96.0.30:80" // the long-lived connections' service
+)
+
+func baseConfig(longCluster string) string {
+	return bootstrap([]svc{
+		{"web", tn.VIP, map[string]uint32{"a": 90, "b": 10}},
+		{"web6", tn.VIPv6, map[string]uint32{"v6": 1}},
+		{"long", vipL, map[string]uint32{longCluster: 1}},
+	}, []cluster{
+		{"a", "ROUND_ROBIN", []string{tn.A1, tn.A2}},
+		{"b", "ROUND_ROBIN", []string{tn.B1}},
+		{"v6", "ROUND_ROBIN", []string{tn.A1v6, tn.B1v6}},
+		{"echo-a", "ROUND_ROBIN", []string{echoA}},
+		{"echo-b", "ROUND_ROBIN", []string{echoB}},
+	})
+}
+
+func newTopo(t *testing.T) *tn.Topology {
+	tn.RequireRoot(t)
+	tp := tn.NewTopology(t, "kd"+tn.ID(t))
+	tp.A.ServeEcho(t, echoA)
+	tp.B.ServeEcho(t, echoB)
+	return tp
+}
+
+func count(replies []string) map[string]int {
+	c := map[string]int{}
+	for _, r := range replies {
+		c[r]++
+	}
+	return c
+}
+
+func (e *env) status() Status {
+	e.t.Helper()
+	code, body := e.get("/status")
+	var s Status
+	if code != http.StatusOK || json.Unmarshal([]byte(body), &s) != nil {
+		e.t.Fatalf("/status: %d %s", code, body)
+	}
+	return s
+}
+
+// TestDaemonTrafficConfigAndEnrollment drives the daemon as a user would:
+// a config file, an enrolled namespace, the admin API and metrics.
+func TestDaemonTrafficConfigAndEnrollment(t *testing.T) {
+	tp := newTopo(t)
+	e := newEnv(t, baseConfig("echo-a"), tp.Client.Path)
+	e.start()
+
+	// 90/10 weighted clusters over 1000 new connections, round robin inside "a"
+	got, err := tp.Client.Fetch(tn.VIP, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := count(got)
+	nb := c[tn.B1]
+	sigma := math.Sqrt(1000 * 0.9 * 0.1)
+	if math.Abs(float64(nb)-100) > 5*sigma || c[tn.A1]+c[tn.A2]+nb != 1000 {
+		t.Errorf("split = %v, want ~900 a / ~100 b (±%.0f)", c, 5*sigma)
+	}
+	if d := c[tn.A1] - c[tn.A2]; d < -1 || d > 1 {
+		t.Errorf("round robin inside a: %d vs %d", c[tn.A1], c[tn.A2])
+	}
+	// IPv6 the same way: exact round robin
+	got6, err := tp.Client.Fetch(tn.VIPv6, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c6 := count(got6); c6[tn.A1v6] != 10 || c6[tn.B1v6] != 10 {
+		t.Errorf("IPv6 round robin: %v", c6)
+	}
+	// a namespace that is not enrolled is untouched
+	if o, err := tp.Other.Fetch(tn.VIP, 3); err != nil || count(o)[tn.Unrewritten] != 3 {
+		t.Errorf("non-enrolled namespace: %v %v", o, err)
+	}
+	m := e.metrics()
+	if v := metricValue(m, `kmesh_service_connections_redirected_total{service="web",vip="10.96.0.10:80"}`); v != 1000 {
+		t.Errorf("redirected metric for web = %v, want 1000", v)
+	}
+	if v := metricValue(m, `kmesh_cluster_connections_redirected_total{cluster="b"}`); v != float64(nb) {
+		t.Errorf("cluster b metric = %v, want %d", v, nb)
+	}
+	st := e.status()
+	if len(st.Enrolled) != 1 || st.Enrolled[0].Ref != tp.Client.Path || len(st.Services) != 3 || st.ConfigVersion == "" {
+		t.Errorf("status: enrolled %+v services %d version %q", st.Enrolled, len(st.Services), st.ConfigVersion)
+	}
+	if code, body := e.get("/config_dump"); code != 200 || !strings.Contains(body, "echo-a") {
+		t.Errorf("/config_dump: %d %s", code, body)
+	}
+
+	// a long-lived connection, then a config change that moves the service
+	conn, err := tp.Client.Dial("tcp", vipL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if r, err := tn.Echo(conn, "1"); err != nil || r != echoA+" 1" {
+		t.Fatalf("long-lived connection: %q %v", r, err)
+	}
+	writeFileAtomic(t, e.cfg, baseConfig("echo-b"))
+	waitFor(t, "new connections to follow the new config", func() bool {
+		c, err := tp.Client.Dial("tcp", vipL)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		r, _ := tn.Echo(c, "x")
+		return strings.HasPrefix(r, echoB)
+	})
+	if r, err := tn.Echo(conn, "2"); err != nil || r != echoA+" 2" {
+		t.Errorf("established connection after reload: %q %v (must be untouched)", r, err)
+	}
+	if st := e.status(); st.LastApply == nil || st.LastApply.Full || st.LastApply.ServicesChanged != 1 || st.LastApply.ClustersChanged != 0 {
+		t.Errorf("incremental apply: %+v", st.LastApply)
+	}
+
+	// an invalid config is rejected; the last good one keeps serving
+	writeFileAtomic(t, e.cfg, "static_resources:\n  listeners:\n  - name: broken\n    bogus_field: 1\n")
+	waitFor(t, "the invalid config to be rejected", func() bool { return e.status().LastError != "" })
+	if st := e.status(); !strings.Contains(st.LastError, "bogus_field") {
+		t.Errorf("last_error does not name the bad field: %q", st.LastError)
+	}
+	if v := metricValue(e.metrics(), `kmesh_config_applies_total{result="rejected"}`); v < 1 {
+		t.Errorf("rejected metric = %v", v)
+	}
+	if code, _ := e.get("/ready"); code != http.StatusOK {
+		t.Errorf("/ready after a rejected config = %d, want 200 (the last good config runs)", code)
+	}
+	c2, err := tp.Client.Dial("tcp", vipL)
+	if err != nil {
+		t.Fatalf("service after rejected config: %v", err)
+	}
+	if r, _ := tn.Echo(c2, "y"); !strings.HasPrefix(r, echoB) {
+		t.Errorf("after rejected config, new connection reached %q, want the last good config's %s", r, echoB)
+	}
+	c2.Close()
+
+	// unenroll / enroll at run time through the admin API
+	if code, body := e.post("/unenroll?netns=" + tp.Client.Name); code != 200 {
+		t.Fatalf("unenroll: %d %s", code, body)
+	}
+	if _, err := tp.Client.Fetch(tn.VIP, 1); err == nil {
+		t.Error("unenrolled namespace still reaches a backend through the VIP")
+	}
+	if code, body := e.post("/enroll?netns=" + tp.Client.Name); code != 200 {
+		t.Fatalf("enroll: %d %s", code, body)
+	}
+	if _, err := tp.Client.Fetch(tn.VIP, 1); err != nil {
+		t.Errorf("re-enrolled namespace: %v", err)
+	}
+	if code, body := e.post("/enroll?netns=kmesh-no-such-netns"); code != http.StatusNotFound || !strings.Contains(body, "not found") {
+		t.Errorf("enroll of a missing namespace: %d %s", code, body)
+	}
+}
+
+// TestDaemonRestartZeroFailures restarts the daemon while a client opens
+// connections without pause: the pinned links keep the programs attached,
+// the new daemon adopts maps and links, and not one connection fails.
+func TestDaemonRestartZeroFailures(t *testing.T) {
+	tp := newTopo(t)
+	e := newEnv(t, baseConfig("echo-a"), tp.Client.Path)
+	e.start()
+	long, err := tp.Client.Dial("tcp", vipL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer long.Close()
+
+	var ok, failed atomic.Int64
+	var firstErr atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := tp.Client.Fetch(tn.VIP, 1); err != nil {
+				failed.Add(1)
+				firstErr.CompareAndSwap(nil, err.Error())
+			} else {
+				ok.Add(1)
+			}
+		}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	e.stop()
+	during := ok.Load()
+	time.Sleep(200 * time.Millisecond) // no daemon at all: pinned links serve
+	if ok.Load() == during {
+		t.Error("no connection succeeded while the daemon was down")
+	}
+	e.start()
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if failed.Load() != 0 || ok.Load() < 50 {
+		t.Fatalf("across the restart: %d ok, %d failed (first: %v)", ok.Load(), failed.Load(), firstErr.Load())
+	}
+	if r, err := tn.Echo(long, "still"); err != nil || r != echoA+" still" {
+		t.Errorf("long-lived connection across restart: %q %v", r, err)
+	}
+	st := e.status()
+	if len(st.AdoptedMaps) == 0 || len(st.Links) != 2 || !st.Links[0].Adopted || !st.Links[1].Adopted {
+		t.Errorf("restart did not adopt: maps %v links %+v", st.AdoptedMaps, st.Links)
+	}
+	if st.LastApply == nil || !st.LastApply.Full || st.LastApply.ServicesRemoved != 0 {
+		t.Errorf("first apply after restart: %+v", st.LastApply)
+	}
+	t.Logf("%d connections across the restart, none failed", ok.Load())
+}
+
+// TestUninstallLeavesNothing: no link, pin, program or mount remains.
+func TestUninstallLeavesNothing(t *testing.T) {
+	tp := newTopo(t)
+	e := newEnv(t, baseConfig("echo-a"), tp.Client.Path)
+	e.start()
+	var ids []link.ID
+	for _, l := range e.status().Links {
+		pl, err := link.LoadPinnedLink(l.Pin, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, _ := pl.Info()
+		ids = append(ids, info.ID)
+		pl.Close()
+	}
+	if len(ids) != 2 {
+		t.Fatalf("links: %v", ids)
+	}
+	e.stop()
+	if err := Uninstall(e.opts); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if l, err := link.NewFromID(id); err == nil {
+			l.Close()
+			t.Errorf("link %d survived uninstall", id)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(e.opts.BPFFSPath, "kmesh")); !os.IsNotExist(err) {
+		t.Errorf("pin directory survived: %v", err)
+	}
+	for _, dir := range []string{e.opts.BPFFSPath, e.opts.Cgroup2Path} {
+		if ms, _ := mountinfo.GetMounts(mountinfo.SingleEntryFilter(dir)); len(ms) > 0 {
+			t.Errorf("mount survived: %s", dir)
+		}
+	}
+	if _, err := tp.Client.Fetch(tn.VIP, 1); err == nil {
+		t.Error("VIP still rewritten after uninstall")
+	}
+}

@@ -1,0 +1,90 @@
+package daemon
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are the daemon's Prometheus metrics. Connection counters are read
+// from the BPF per-CPU counters at scrape time.
+type metrics struct {
+	reg     *prometheus.Registry
+	applies *prometheus.CounterVec
+}
+
+var (
+	descSvcRedirected = prometheus.NewDesc("kmesh_service_connections_redirected_total",
+		"Connections to a service VIP redirected to an endpoint.", []string{"service", "vip"}, nil)
+	descSvcNoEndpoint = prometheus.NewDesc("kmesh_service_connections_no_endpoint_total",
+		"Connections to a service VIP left untouched because the chosen cluster had no endpoint.", []string{"service", "vip"}, nil)
+	descClRedirected = prometheus.NewDesc("kmesh_cluster_connections_redirected_total",
+		"Connections redirected to an endpoint of a cluster.", []string{"cluster"}, nil)
+	descEntries = prometheus.NewDesc("kmesh_map_entries",
+		"Entries the daemon wrote into a data-plane map.", []string{"map"}, nil)
+)
+
+func newMetrics(d *Daemon) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry(),
+		applies: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kmesh_config_applies_total",
+			Help: "Configurations applied, rejected (invalid) or failed (kernel write errors)."}, []string{"result"})}
+	for _, r := range []string{"applied", "rejected", "failed"} {
+		m.applies.WithLabelValues(r)
+	}
+	m.reg.MustRegister(m.applies, &mapCollector{d: d}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// handler serves /metrics and /status/metric (the path the DaemonSet's
+// prometheus.io/path annotation names).
+func (m *metrics) handler() http.Handler {
+	h := promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", h)
+	mux.Handle("GET /status/metric", h)
+	return mux
+}
+
+type mapCollector struct{ d *Daemon }
+
+func (c *mapCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descSvcRedirected
+	ch <- descSvcNoEndpoint
+	ch <- descClRedirected
+	ch <- descEntries
+}
+
+func (c *mapCollector) Collect(ch chan<- prometheus.Metric) {
+	d := c.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	m := d.applier.Current()
+	if m == nil {
+		return
+	}
+	svcStats, err := d.maps.ServiceStats()
+	if err == nil {
+		for id, key := range d.applier.ServiceNames() {
+			st := svcStats[id]
+			name := m.Services[key].Name
+			ch <- prometheus.MustNewConstMetric(descSvcRedirected, prometheus.CounterValue, float64(st.Redirected), name, key.String())
+			ch <- prometheus.MustNewConstMetric(descSvcNoEndpoint, prometheus.CounterValue, float64(st.NoEndpoint), name, key.String())
+		}
+	}
+	clStats, err := d.maps.ClusterStats()
+	if err == nil {
+		for id, name := range d.applier.ClusterNames() {
+			ch <- prometheus.MustNewConstMetric(descClRedirected, prometheus.CounterValue, float64(clStats[id].Redirected), name)
+		}
+	}
+	slots := 0
+	for _, cl := range m.Clusters {
+		slots += len(cl.Endpoints)
+	}
+	ch <- prometheus.MustNewConstMetric(descEntries, prometheus.GaugeValue, float64(len(m.Services)), "services")
+	ch <- prometheus.MustNewConstMetric(descEntries, prometheus.GaugeValue, float64(len(m.Clusters)), "clusters")
+	ch <- prometheus.MustNewConstMetric(descEntries, prometheus.GaugeValue, float64(slots), "endpoints")
+	ch <- prometheus.MustNewConstMetric(descEntries, prometheus.GaugeValue, float64(len(d.enrolledList())), "enrolled_netns")
+}
