@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/moby/sys/mountinfo"
 
@@ -244,6 +245,7 @@ func TestUninstallLeavesNothing(t *testing.T) {
 	e := newEnv(t, baseConfig("echo-a"), tp.Client.Path)
 	e.start()
 	var ids []link.ID
+	var progs []ebpf.ProgramID
 	for _, l := range e.status().Links {
 		pl, err := link.LoadPinnedLink(l.Pin, nil)
 		if err != nil {
@@ -251,6 +253,7 @@ func TestUninstallLeavesNothing(t *testing.T) {
 		}
 		info, _ := pl.Info()
 		ids = append(ids, info.ID)
+		progs = append(progs, info.Program)
 		pl.Close()
 	}
 	if len(ids) != 2 {
@@ -264,6 +267,12 @@ func TestUninstallLeavesNothing(t *testing.T) {
 		if l, err := link.NewFromID(id); err == nil {
 			l.Close()
 			t.Errorf("link %d survived uninstall", id)
+		}
+	}
+	for _, id := range progs {
+		if p, err := ebpf.NewProgramFromID(id); err == nil {
+			p.Close()
+			t.Errorf("program %d survived uninstall", id)
 		}
 	}
 	if _, err := os.Stat(filepath.Join(e.opts.BPFFSPath, "kmesh")); !os.IsNotExist(err) {
