@@ -9,15 +9,16 @@ GOFLAGS    ?=
 export GOFLAGS
 
 # Debian/Ubuntu packages the build, the tests and `make run` need.
-DEB_PACKAGES := clang-19 llvm-19 libbpf-dev bpftool iproute2 make gcc libc6-dev \
-	linux-headers-amd64 busybox-static qemu-system-x86 dwarves kmod haproxy
+DEB_PACKAGES := clang-19 llvm-19 libbpf-dev bpftool iproute2 make gcc gcc-12 libc6-dev \
+	linux-headers-amd64 busybox-static qemu-system-x86 dwarves kmod xz-utils haproxy
 # `make deps` installs only what is missing; set DEPS_SKIP=1 to skip it.
 DEPS_STAMP := $(OUT)/.deps-ok
 
-BPF_OUT    := $(OUT)/bpf
 ADMIN_ADDR ?= 127.0.0.1:15200
+# kmesh-start as make run and make bpf use it: sources from this tree, cache and state under out/
+START_ARGS := --src-dir $(CURDIR) --cache-dir $(OUT)/cache --state-dir $(OUT)/run
 
-.PHONY: help deps build bpf test test-unit fuzz run uninstall bench clean fmt vet
+.PHONY: help deps build bpf test test-unit fuzz vmtest run uninstall bench clean fmt vet
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -37,9 +38,8 @@ build: ## build the binaries into out/ (kmeshctl, kmesh-start, kmesh-daemon)
 	@mkdir -p $(OUT)
 	$(GO) build -o $(OUT)/ ./cmd/...
 
-bpf: build ## compile the BPF objects for this host into out/bpf (feature header from the probe)
-	$(OUT)/kmeshctl features --out $(BPF_OUT)/gen/kmesh_features.h
-	$(MAKE) -C bpf OUT=$(BPF_OUT) FEATURES_DIR=$(BPF_OUT)/gen CLANG=$(CLANG)
+bpf: build ## probe, build and verify the BPF objects for this host (kmesh-start --dry-run; cache in out/cache)
+	$(OUT)/kmesh-start $(START_ARGS) --dry-run
 
 vet: ## go vet and gofmt check
 	$(GO) vet ./...
@@ -48,8 +48,11 @@ vet: ## go vet and gofmt check
 fmt: ## format Go and BPF C sources
 	gofmt -w $$(git ls-files '*.go')
 
-test-unit: build ## run the Go tests (privileged tests included: run as root)
-	$(GO) test -count=1 -timeout 15m ./...
+test-unit: build ## run the Go tests (privileged tests and the QEMU kernels included: run as root)
+	$(GO) test -count=1 -timeout 25m ./...
+
+vmtest: build ## boot Debian 5.10, 6.1 and 6.12 under QEMU: kmesh.ko, the ULP and the guest checks
+	$(GO) test -count=1 -v -timeout 20m -run 'TestVM|TestKbuild' ./kmod/vmtest
 
 FUZZTIME ?= 10s
 fuzz: ## run the fuzz targets briefly
@@ -58,9 +61,8 @@ fuzz: ## run the fuzz targets briefly
 test: deps vet test-unit fuzz ## everything CI runs
 	@echo "make test: all passed"
 
-run: deps build bpf ## start kmesh on this node with the embedded default config (Ctrl-C stops; programs stay attached)
-	$(OUT)/kmeshctl probe
-	$(OUT)/kmesh-daemon --mode=compat --bpf-dir $(BPF_OUT) --admin-addr $(ADMIN_ADDR)
+run: deps build ## start kmesh on this node with the embedded default config (Ctrl-C stops; programs stay attached)
+	$(OUT)/kmesh-start $(START_ARGS) --admin-addr $(ADMIN_ADDR)
 
 uninstall: build ## remove what make run left on this node (links, pins, mounts)
 	$(OUT)/kmesh-daemon uninstall

@@ -14,8 +14,7 @@
  * bpf_sk_storage_get (only with KMESH_HAVE_SK_STORAGE), non-fetching atomic
  * adds; the one loop is fully unrolled.
  */
-#include <linux/types.h>
-#include <linux/bpf.h>
+#include "kmesh_uapi.h"
 #include <bpf/bpf_helpers.h>
 
 #include "kmesh_features.h"

@@ -40,6 +40,7 @@ func FeatureMacros(rec *probe.Record) []Macro {
 		{"KMESH_HAVE_RINGBUF", b(f.RingBuf), "BPF_MAP_TYPE_RINGBUF"},
 		{"KMESH_HAVE_KFUNC_SOCK_ADDR", b(f.KfuncSockAddr), "module kfuncs callable from cgroup sock_addr programs"},
 		{"KMESH_HAVE_ENHANCED_HELPERS", b(len(f.EnhancedHelpers) == len(probe.EnhancedHelperNames())), "all kernel-patch helpers present in bpf.h"},
+		{"KMESH_USE_VMLINUX_H", b(!rec.Inputs.BPFHeaderUsable), "UAPI types from vmlinux.h (kernel BTF) instead of the host's linux/bpf.h"},
 	}
 	names := make([]string, 0, len(f.EnhancedHelpers))
 	for n := range f.EnhancedHelpers {

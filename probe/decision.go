@@ -253,7 +253,7 @@ func deriveFeatures(s *Signals) Features {
 }
 
 func deriveInputs(s *Signals) Inputs {
-	in := Inputs{BuildTree: s.BuildTree, Environment: s.Environment}
+	in := Inputs{HostRoot: s.HostRoot, BuildTree: s.BuildTree, Environment: s.Environment}
 	if s.Header != nil {
 		in.BPFHeader = s.Header.Path
 		in.BPFHeaderUsable = s.Header.Helpers != nil && (s.Header.Diff == nil || s.Header.Diff.Compatible())

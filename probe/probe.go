@@ -37,6 +37,8 @@ const DefaultBPFFSPath = "/sys/fs/bpf"
 
 // Signals is everything the probes found.
 type Signals struct {
+	// HostRoot is where the host's files were read.
+	HostRoot    string
 	Kernel      Kernel
 	Header      *HeaderInfo
 	BTF         *BTFInfo
@@ -91,7 +93,7 @@ func Probe(cfg Config) *Signals {
 	}
 	log = log.WithField("subsys", "probe")
 	h := Host{Root: cfg.HostRoot}
-	s := &Signals{}
+	s := &Signals{HostRoot: cfg.HostRoot}
 
 	phase := func(name string, f func() []Check) {
 		t := time.Now()

@@ -8,8 +8,7 @@
 #ifndef __KMESH_TYPES_H__
 #define __KMESH_TYPES_H__
 
-#include <linux/types.h>
-#include <linux/bpf.h>
+#include "kmesh_uapi.h"
 
 /* Address families as the kernel spells them (ctx->user_family). */
 #define KM_AF_INET  2

@@ -21,23 +21,16 @@ func goBuild(t *testing.T, dir, pkg string) string {
 	return out
 }
 
-// TestEnrollThroughTheDaemon runs the real binaries: kmeshctl writes the
-// feature header, make -C bpf compiles the objects, kmesh-daemon runs them,
-// and kmeshctl enrolls, inspects and unenrolls a namespace.
+// TestEnrollThroughTheDaemon runs the real binaries: kmesh-start probes,
+// builds and execs kmesh-daemon, and kmeshctl enrolls, inspects and
+// unenrolls a namespace through the daemon's admin API.
 func TestEnrollThroughTheDaemon(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("privileged test: run as root")
 	}
 	tmp := t.TempDir()
-	ctl := goBuild(t, tmp, "kmesh.dev/kmesh/cmd/kmeshctl")
+	start := goBuild(t, tmp, "kmesh.dev/kmesh/cmd/kmesh-start")
 	daemonBin := goBuild(t, tmp, "kmesh.dev/kmesh/cmd/kmesh-daemon")
-	gen, objs := filepath.Join(tmp, "gen"), filepath.Join(tmp, "bpf")
-	if b, err := exec.Command(ctl, "features", "--out", filepath.Join(gen, "kmesh_features.h")).CombinedOutput(); err != nil {
-		t.Fatalf("kmeshctl features: %v\n%s", err, b)
-	}
-	if b, err := exec.Command("make", "-s", "-C", "../../bpf", "OUT="+objs, "FEATURES_DIR="+gen).CombinedOutput(); err != nil {
-		t.Fatalf("make -C bpf: %v\n%s", err, b)
-	}
 	ns := fmt.Sprintf("kctl-%d", os.Getpid())
 	if b, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v %s", err, b)
@@ -48,7 +41,8 @@ func TestEnrollThroughTheDaemon(t *testing.T) {
 	admin := l.Addr().String()
 	l.Close()
 	paths := []string{"--bpf-fs-path", filepath.Join(tmp, "bpffs"), "--cgroup2-path", filepath.Join(tmp, "cg")}
-	d := exec.Command(daemonBin, append([]string{"--mode=compat", "--bpf-dir", objs, "--admin-addr", admin, "--metrics-addr", "127.0.0.1:0"}, paths...)...)
+	d := exec.Command(start, append([]string{"--src-dir", "../..", "--cache-dir", filepath.Join(tmp, "cache"), "--state-dir", filepath.Join(tmp, "run"),
+		"--admin-addr", admin, "--metrics-addr", "127.0.0.1:0"}, paths...)...)
 	logf, _ := os.Create(filepath.Join(tmp, "daemon.log"))
 	d.Stdout, d.Stderr = logf, logf
 	if err := d.Start(); err != nil {

@@ -65,3 +65,32 @@ func mountedAs(dir, fstype string) (bool, error) {
 	}
 	return false, nil
 }
+
+// EnsureMounts mounts bpffs and cgroup2 at the configured paths when they are
+// not mounted there (kmesh-start does this before probing, so the probe sees
+// what the daemon will use). It reports which it mounted.
+func EnsureMounts(cfg Config) (bpffs, cgroup2 bool, err error) {
+	cfg.defaults()
+	log := cfg.Log.WithField("subsys", "loader")
+	if bpffs, err = ensureMount("bpf", cfg.BPFFSPath, log); err != nil {
+		return false, false, fmt.Errorf("prepare bpffs: %w (mount the host's /sys/fs/bpf and run privileged)", err)
+	}
+	if cgroup2, err = ensureMount("cgroup2", cfg.Cgroup2Path, log); err != nil {
+		return bpffs, false, fmt.Errorf("prepare cgroup2: %w (mount the host's /mnt and run privileged)", err)
+	}
+	if !bpffs && !cgroup2 {
+		return false, false, nil
+	}
+	// Record what kmesh mounted, so the daemon's uninstall unmounts it.
+	if err := os.MkdirAll(cfg.pinRoot(), 0o700); err != nil {
+		return bpffs, cgroup2, fmt.Errorf("create pin directory: %w", err)
+	}
+	st, _ := readState(cfg.statePath())
+	st.MountedBPFFS = st.MountedBPFFS || bpffs
+	st.MountedCgroup2 = st.MountedCgroup2 || cgroup2
+	st.Cgroup2Path = cfg.Cgroup2Path
+	if err := writeState(cfg.statePath(), st); err != nil {
+		return bpffs, cgroup2, err
+	}
+	return bpffs, cgroup2, nil
+}

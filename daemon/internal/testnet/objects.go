@@ -1,11 +1,10 @@
 package testnet
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -15,15 +14,15 @@ import (
 	"kmesh.dev/kmesh/probe"
 )
 
-// Objects builds the data-plane BPF objects with real clang (make -C bpf,
-// CLANG overrides clang-19) for the given features and returns their
+// Objects builds the data-plane BPF objects with real clang through the
+// builder (CLANG overrides clang-19) for the given features and returns their
 // directory. Builds are shared by the tests of one test binary; call
 // RemoveObjects from TestMain. KMESH_BPF_DIR, when set, is returned instead
 // for the default features (DefaultFeatures).
 func Objects(t testing.TB, f probe.Features) string {
 	t.Helper()
-	header := builder.FeatureHeader(&probe.Record{Mode: probe.ModeCompat, Features: f})
-	if dir := os.Getenv("KMESH_BPF_DIR"); dir != "" && string(header) == string(builder.FeatureHeader(&probe.Record{Mode: probe.ModeCompat, Features: DefaultFeatures()})) {
+	header := builder.FeatureHeader(record(f))
+	if dir := os.Getenv("KMESH_BPF_DIR"); dir != "" && string(header) == string(builder.FeatureHeader(record(DefaultFeatures()))) {
 		return dir
 	}
 	objMu.Lock()
@@ -39,6 +38,12 @@ func Objects(t testing.TB, f probe.Features) string {
 	}
 	objBuilt[key] = dir
 	return dir
+}
+
+// record is a compat record with features f, compiled against the system's
+// linux/bpf.h (make deps installs it).
+func record(f probe.Features) *probe.Record {
+	return &probe.Record{Mode: probe.ModeCompat, Features: f, Inputs: probe.Inputs{BPFHeaderUsable: true}}
 }
 
 // DefaultFeatures are the features of a current kernel (this machine's).
@@ -62,13 +67,6 @@ var (
 )
 
 func buildObjects(header []byte, key string) (string, error) {
-	clang := os.Getenv("CLANG")
-	if clang == "" {
-		clang = "clang-19"
-	}
-	if _, err := exec.LookPath(clang); err != nil {
-		return "", fmt.Errorf("clang %q not found (make deps installs clang-19; or set CLANG, or KMESH_BPF_DIR): %w", clang, err)
-	}
 	if objRoot == "" {
 		d, err := os.MkdirTemp("", "kmesh-test-bpf-")
 		if err != nil {
@@ -77,18 +75,11 @@ func buildObjects(header []byte, key string) (string, error) {
 		objRoot = d
 	}
 	base := filepath.Join(objRoot, key)
-	feat, out := filepath.Join(base, "gen"), filepath.Join(base, "bpf")
-	if err := os.MkdirAll(feat, 0o755); err != nil {
-		return "", err
-	}
-	if err := os.WriteFile(filepath.Join(feat, builder.FeatureHeaderName), header, 0o644); err != nil {
-		return "", err
-	}
-	cmd := exec.Command("make", "-s", "-C", filepath.Join(repoRoot(), "bpf"), "OUT="+out, "FEATURES_DIR="+feat, "CLANG="+clang)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("%s: %w\n%s", cmd, err, b)
-	}
-	return out, nil
+	out := filepath.Join(base, "bpf")
+	_, err := builder.CompileBPF(context.Background(), builder.BPFOptions{
+		SrcDir: filepath.Join(repoRoot(), "bpf"), OutDir: out, GenDir: filepath.Join(base, "gen"),
+		FeatureHeader: header, Clang: os.Getenv("CLANG"), Jobs: 2})
+	return out, err
 }
 
 func repoRoot() string {

@@ -1,0 +1,346 @@
+package vmtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func testLogger(t *testing.T) logrus.FieldLogger {
+	l := logrus.New()
+	l.SetOutput(testWriter{t})
+	l.SetFormatter(&logrus.TextFormatter{DisableTimestamp: true})
+	return l
+}
+
+func requireTools(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is required (see kmod/README.md): %v", tool, err)
+		}
+	}
+}
+
+// moduleRoot is the Go module root (where go.mod is).
+func moduleRoot(t *testing.T) string {
+	t.Helper()
+	d, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return d
+		}
+		parent := filepath.Dir(d)
+		if parent == d {
+			t.Fatal("go.mod not found above the test directory")
+		}
+		d = parent
+	}
+}
+
+// selectedKernels honours KMESH_VMTEST_KERNELS (comma-separated names).
+func selectedKernels(t *testing.T) []Kernel {
+	t.Helper()
+	all := DefaultKernels()
+	want := os.Getenv("KMESH_VMTEST_KERNELS")
+	if want == "" {
+		return all
+	}
+	var out []Kernel
+	for _, name := range strings.Split(want, ",") {
+		found := false
+		for _, k := range all {
+			if k.Name == strings.TrimSpace(name) {
+				out = append(out, k)
+				found = true
+			}
+		}
+		if !found {
+			t.Fatalf("KMESH_VMTEST_KERNELS: unknown kernel %q", name)
+		}
+	}
+	return out
+}
+
+// requiredChecks must be reported as PASS on every kernel: ulptest
+// silently running fewer checks is a failure.
+func requiredChecks() []string {
+	var names []string
+	for _, fam := range []string{"v4", "v6"} {
+		for _, c := range []string{"ulp-name", "defer", "writev", "write", "send", "refused", "nonblock",
+			"nonblock-refused", "close-before-send", "recv-first", "reconnect", "rewrite", "go-dial",
+			"listen-refused", "many"} {
+			names = append(names, c+"/"+fam)
+		}
+	}
+	return append(names, "module/loaded", "no-leak", "rmmod-busy", "rmmod", "ulp-gone")
+}
+
+func TestVM(t *testing.T) {
+	requireTools(t, "qemu-system-x86_64", "make", "apt-get", "dpkg-deb", "xz", "ip", "go")
+	ctx := context.Background()
+	log := testLogger(t)
+	fetcher, err := NewFetcher(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := moduleRoot(t)
+	work := t.TempDir()
+	ulptest := filepath.Join(work, "ulptest")
+	if err := GoBinary(ctx, root, "./kmod/vmtest/ulptest", ulptest, false); err != nil {
+		t.Fatal(err)
+	}
+	var results []*Result
+	for _, k := range selectedKernels(t) {
+		k := k
+		t.Run(k.Name, func(t *testing.T) {
+			tree, err := fetcher.Fetch(ctx, k)
+			if err != nil {
+				t.Fatalf("fetch %s: %v", k.Name, err)
+			}
+			b, err := BuildModule(ctx, filepath.Join(root, "kmod"), tree.HeadersDir(), filepath.Join(work, "build-"+k.Name), log)
+			if err != nil {
+				t.Fatalf("build kmesh.ko for %s: %v", tree.Release, err)
+			}
+			if got := VermagicRelease(b.Vermagic); got != tree.Release {
+				t.Fatalf("kmesh.ko vermagic %q, want release %s", b.Vermagic, tree.Release)
+			}
+			cmds := []Command{
+				// The host's ip with its libraries, and veth.ko from the image.
+				{Name: "ip-netns", Args: []string{GuestIP, "netns", "add", "kmesh-vmtest"}},
+				{Name: "ip-veth", Args: []string{GuestIP, "link", "add", "kv0", "type", "veth", "peer", "name", "kv1", "netns", "kmesh-vmtest"}},
+			}
+			cmds = append(cmds, DefaultCommands(b.Version)...)
+			res, err := Run(ctx, Config{
+				Tree:          tree,
+				ModuleKO:      b.KO,
+				KernelModules: []string{"veth"},
+				Files:         []GuestFile{{Path: GuestULPTest, Host: ulptest}},
+				Commands:      cmds,
+				Boot:          Boot{Timeout: 4 * time.Minute},
+				WorkDir:       filepath.Join(work, "vm-"+k.Name),
+				Log:           log,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("kmesh.ko for %s built with %s in %v; guest:\n%s", tree.Release, ccName(b.CC),
+				b.Took.Round(100*time.Millisecond), res.Summary())
+			results = append(results, res)
+			if err := res.Err(); err != nil {
+				t.Fatal(err)
+			}
+			passed := map[string]bool{}
+			for _, c := range res.Checks {
+				passed[c.Name] = c.Status == "PASS"
+			}
+			for _, name := range requiredChecks() {
+				if !passed[name] {
+					t.Errorf("check %s was not reported as PASS", name)
+				}
+			}
+		})
+	}
+	t.Logf("summary:\n%s", Matrix(results))
+}
+
+// TestKbuild builds kmesh.ko with the real kbuild of each kernel and checks
+// that its vermagic is exactly the one of a module shipped in the kernel's
+// image package (what the kernel compares at insmod).
+func TestKbuild(t *testing.T) {
+	requireTools(t, "make", "apt-get", "dpkg-deb", "xz")
+	ctx := context.Background()
+	log := testLogger(t)
+	fetcher, err := NewFetcher(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := moduleRoot(t)
+	work := t.TempDir()
+	trees := map[string]*KernelTree{}
+	for _, k := range DefaultKernels() {
+		tree, err := fetcher.Fetch(ctx, k)
+		if err != nil {
+			t.Fatalf("fetch %s: %v", k.Name, err)
+		}
+		trees[tree.Release] = tree
+	}
+	type target struct{ name, headers string }
+	var targets []target
+	for _, k := range DefaultKernels() {
+		for _, tree := range trees {
+			if tree.Name == k.Name {
+				targets = append(targets, target{k.Name, tree.HeadersDir()})
+			}
+		}
+	}
+	// The installed Debian linux-headers-amd64 (6.1) as on a developer machine.
+	host, _ := filepath.Glob("/usr/src/linux-headers-6.1.*-amd64")
+	if len(host) == 0 {
+		t.Fatal("linux-headers-amd64 (6.1) is not installed under /usr/src")
+	}
+	targets = append(targets, target{"6.1-installed", host[len(host)-1]})
+
+	for _, tg := range targets {
+		tg := tg
+		t.Run(tg.name, func(t *testing.T) {
+			b, err := BuildModule(ctx, filepath.Join(root, "kmod"), tg.headers, filepath.Join(work, tg.name), log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := VermagicRelease(b.Vermagic); got != b.Release {
+				t.Fatalf("vermagic %q names %s, headers are %s", b.Vermagic, got, b.Release)
+			}
+			info, err := ModInfo(b.KO)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info["name"] != ModuleName || info["license"] != "GPL" || info["version"] == "" {
+				t.Fatalf("modinfo name=%q license=%q version=%q", info["name"], info["license"], info["version"])
+			}
+			if !strings.Contains(info["alias"], "tcp-ulp-kmesh_defer") {
+				t.Fatalf("aliases %q: want tcp-ulp-kmesh_defer (autoload on setsockopt TCP_ULP)", info["alias"])
+			}
+			tree := trees[b.Release]
+			if tree == nil {
+				t.Logf("no image for %s in the cache: vermagic %q checked against the headers only", b.Release, b.Vermagic)
+				return
+			}
+			mods, err := ResolveModules(ctx, tree, []string{"veth"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref, err := ModInfoBytes(mods[len(mods)-1].Data, "veth.ko")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ref["vermagic"] != b.Vermagic {
+				t.Fatalf("kmesh.ko vermagic %q, image's veth.ko %q", b.Vermagic, ref["vermagic"])
+			}
+			t.Logf("%s: vermagic %q (= image's veth.ko), cc %s, %v", tg.name, b.Vermagic, ccName(b.CC), b.Took.Round(100*time.Millisecond))
+		})
+	}
+}
+
+func TestInitramfsNewc(t *testing.T) {
+	busybox, err := staticBusybox()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := NewInitramfs()
+	r.File("a/b/file.txt", 0o640, []byte("hello"))
+	r.File("odd", 0o755, []byte("12345"))
+	r.Symlink("bin/sh", "busybox")
+	r.Dir("empty")
+	cpio := filepath.Join(t.TempDir(), "x.cpio")
+	fh, err := os.Create(cpio)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.WriteTo(fh); err != nil {
+		t.Fatal(err)
+	}
+	fh.Close()
+	dir := t.TempDir()
+	cmd := exec.Command("sh", "-c", fmt.Sprintf("%s cpio -id < %s", busybox, cpio))
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("busybox cpio -id: %v: %s", err, out)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "a/b/file.txt")); err != nil || string(b) != "hello" {
+		t.Fatalf("a/b/file.txt: %q %v", b, err)
+	}
+	if st, err := os.Stat(filepath.Join(dir, "odd")); err != nil || st.Mode().Perm() != 0o755 || st.Size() != 5 {
+		t.Fatalf("odd: %v %v", st, err)
+	}
+	if l, err := os.Readlink(filepath.Join(dir, "bin/sh")); err != nil || l != "busybox" {
+		t.Fatalf("bin/sh: %q %v", l, err)
+	}
+	if st, err := os.Stat(filepath.Join(dir, "empty")); err != nil || !st.IsDir() {
+		t.Fatalf("empty: %v %v", st, err)
+	}
+}
+
+func TestParseConsole(t *testing.T) {
+	console := "KMESH-VMTEST-BOOT 6.1.0\r\n" +
+		"KMESH-VMTEST defer/v4 PASS connect ok; no accept\r\n" +
+		"[    3.1] random kernel line\r\n" +
+		"KMESH-VMTEST rmmod FAIL busy\r\n" +
+		"KMESH-VMTEST-CMD ulptest EXIT 1\r\n" +
+		"WARNING: printed by a test, not the kernel\r\n" +
+		"KMESH-VMTEST-DMESG-BEGIN\r\n[    1.0] WARNING: CPU: 0 PID: 1 at net/ipv4/tcp.c:1 x\r\nKMESH-VMTEST-DMESG-END\r\n" +
+		"KMESH-VMTEST-DONE\r\n"
+	res := parseConsole(console)
+	if !res.Done || len(res.Checks) != 2 || res.Checks[0].Detail != "connect ok; no accept" || res.Checks[1].Status != "FAIL" {
+		t.Fatalf("checks %+v done %v", res.Checks, res.Done)
+	}
+	if len(res.Commands) != 1 || res.Commands[0].Exit != 1 {
+		t.Fatalf("commands %+v", res.Commands)
+	}
+	if len(res.KernelProblems) != 1 || !strings.Contains(res.KernelProblems[0], "tcp.c") {
+		t.Fatalf("kernel problems %q", res.KernelProblems)
+	}
+}
+
+// TestBootTimeout: a guest that does not power off in time is killed by PID
+// and reported as ErrBootTimeout with its console so far.
+func TestBootTimeout(t *testing.T) {
+	requireTools(t, "qemu-system-x86_64")
+	fetcher, err := NewFetcher(testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree, err := fetcher.Fetch(context.Background(), DefaultKernels()[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := NewInitramfs()
+	busybox, err := staticBusybox()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.HostFile("bin/busybox", busybox); err != nil {
+		t.Fatal(err)
+	}
+	r.Symlink("bin/sh", "busybox")
+	r.File("init", 0o755, []byte("#!/bin/sh\necho KMESH-VMTEST-HANG\nwhile :; do /bin/busybox sleep 1; done\n"))
+	initrd := filepath.Join(t.TempDir(), "hang.cpio")
+	fh, err := os.Create(initrd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.WriteTo(fh); err != nil {
+		t.Fatal(err)
+	}
+	fh.Close()
+	start := time.Now()
+	console, err := Boot{Kernel: tree.Vmlinuz(), Initrd: initrd, Timeout: 20 * time.Second}.Run(context.Background())
+	if !errors.Is(err, ErrBootTimeout) {
+		t.Fatalf("err %v, want ErrBootTimeout", err)
+	}
+	if took := time.Since(start); took > 30*time.Second {
+		t.Fatalf("killing the guest took until %v", took)
+	}
+	if !strings.Contains(console, "KMESH-VMTEST-HANG") {
+		t.Fatalf("console lacks the guest's output:\n%s", tail(console, 2000))
+	}
+}

@@ -1,0 +1,3 @@
+#!/bin/sh
+# Container entry point: all logic is in kmesh-start (probe, build, hand-off).
+exec kmesh-start "$@"
