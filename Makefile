@@ -67,7 +67,7 @@ run: deps build ## start kmesh on this node with the embedded default config (Ct
 uninstall: build ## remove what make run left on this node (links, pins, mounts)
 	$(OUT)/kmesh-daemon uninstall
 
-BENCH_PKGS ?= ./probe ./daemon/apply
+BENCH_PKGS ?= ./probe ./daemon/apply ./daemon/config ./cmd/kmesh-start
 bench: deps build ## run the benchmarks (figures go to docs/benchmarks.md)
 	@mkdir -p $(OUT)
 	$(GO) test -run '^$$' -bench . -benchtime 20x $(BENCH_PKGS) | tee $(OUT)/bench.txt
