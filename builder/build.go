@@ -49,6 +49,9 @@ type Report struct {
 	MemLimit   uint64            `json:"memory_limit_bytes"`
 	Objects    []ObjectReport    `json:"objects,omitempty"`
 	Verify     []VerifyReport    `json:"verify,omitempty"`
+	// Module is kmesh.ko's build (enhanced mode), ModulePath its file.
+	Module     *ModuleReport `json:"module,omitempty"`
+	ModulePath string        `json:"module_path,omitempty"`
 	// PeakRSSBytes is the largest resident set among the compilers run (0 on a cache hit).
 	PeakRSSBytes uint64   `json:"peak_rss_bytes"`
 	DurationMS   float64  `json:"duration_ms"`
@@ -79,8 +82,8 @@ func Build(ctx context.Context, cfg Config) (*Report, error) {
 		if err == nil {
 			break
 		}
-		if rec.Mode == probe.ModeEnhanced && errors.Is(err, ErrVerifier) {
-			reason := "enhanced objects rejected by the verifier, built compat instead: " + err.Error()
+		if rec.Mode == probe.ModeEnhanced && (errors.Is(err, ErrVerifier) || errors.Is(err, ErrKbuild) || errors.Is(err, ErrVermagic) || errors.Is(err, errNoBuildTree)) {
+			reason := "enhanced build failed, built compat instead: " + err.Error()
 			log.WithError(err).Warn("falling back to compat mode")
 			rep.Fallbacks = append(rep.Fallbacks, reason)
 			rec.Mode = probe.ModeCompat
@@ -111,6 +114,16 @@ func buildMode(ctx context.Context, cfg Config, rec *probe.Record, rep *Report, 
 	if err != nil {
 		return err
 	}
+	enhanced := rec.Mode == probe.ModeEnhanced
+	var bt *probe.BuildTree
+	if enhanced {
+		if bt = rec.Inputs.BuildTree; bt == nil || bt.Path == "" {
+			return fmt.Errorf("build kmesh.ko: %w", errNoBuildTree)
+		}
+		if err := moduleInputs(inputs, filepath.Join(cfg.SrcDir, "kmod"), bt); err != nil {
+			return err
+		}
+	}
 	key := keyOf(inputs)
 	rep.Inputs, rep.CacheKey = inputs, key
 	cache := &Cache{Dir: cfg.CacheDir, Keep: cfg.Keep}
@@ -120,6 +133,9 @@ func buildMode(ctx context.Context, cfg Config, rec *probe.Record, rep *Report, 
 		switch {
 		case err == nil:
 			rep.CacheHit, rep.ObjectsDir, rep.Objects, rep.Verify = true, filepath.Join(ent.Dir, "bpf"), nil, nil
+			if enhanced {
+				rep.ModulePath = filepath.Join(ent.Dir, "kmod", ModuleName+".ko")
+			}
 			log.WithField("key", key[:12]).Info("cache hit: no compile")
 			return nil
 		case errors.Is(err, ErrCacheCorrupt):
@@ -152,14 +168,35 @@ func buildMode(ctx context.Context, cfg Config, rec *probe.Record, rep *Report, 
 		if err != nil {
 			return err
 		}
-		rep.Verify, err = VerifyObjects(o.OutDir)
-		return err
+		if rep.Verify, err = VerifyObjects(o.OutDir); err != nil || !enhanced {
+			return err
+		}
+		mod, err := BuildModule(ctx, ModuleOptions{SrcDir: filepath.Join(cfg.SrcDir, "kmod"), BuildTree: bt.Path, OutDir: filepath.Join(dir, "kbuild"),
+			Release: rec.Kernel.Release, Compiler: bt.Compiler, Log: log})
+		rep.Module = mod
+		if mod != nil {
+			rep.PeakRSSBytes = max(rep.PeakRSSBytes, mod.PeakRSSBytes)
+		}
+		if err != nil {
+			return err
+		}
+		// keep only the module in the entry, not kbuild's intermediate files
+		if err := os.MkdirAll(filepath.Join(dir, "kmod"), 0o755); err != nil {
+			return err
+		}
+		if err := os.Rename(mod.Path, filepath.Join(dir, "kmod", ModuleName+".ko")); err != nil {
+			return fmt.Errorf("keep kmesh.ko: %w", err)
+		}
+		return os.RemoveAll(filepath.Join(dir, "kbuild"))
 	}
 
 	if cfg.CacheDir != "" {
 		ent, err := cache.Store(key, inputs, build)
 		if err == nil {
 			rep.ObjectsDir = filepath.Join(ent.Dir, "bpf")
+			if enhanced {
+				rep.ModulePath = filepath.Join(ent.Dir, "kmod", ModuleName+".ko")
+			}
 			if pruned, perr := cache.Prune(); perr == nil {
 				rep.Pruned = pruned
 			}
@@ -183,6 +220,32 @@ func buildMode(ctx context.Context, cfg Config, rec *probe.Record, rep *Report, 
 		return err
 	}
 	rep.ObjectsDir = filepath.Join(dir, "bpf")
+	if enhanced {
+		rep.ModulePath = filepath.Join(dir, "kmod", ModuleName+".ko")
+	}
+	return nil
+}
+
+// errNoBuildTree: enhanced mode was decided without a usable build tree.
+var errNoBuildTree = errors.New("no kernel build tree in the decision record")
+
+// moduleInputs adds what kmesh.ko depends on to the cache key.
+func moduleInputs(inputs map[string]string, kmodSrc string, bt *probe.BuildTree) error {
+	files, err := moduleSources(kmodSrc)
+	if err != nil {
+		return err
+	}
+	h := sha256.New()
+	for _, f := range files {
+		sum, err := fileSHA256(f)
+		if err != nil {
+			return fmt.Errorf("hash module sources: %w", err)
+		}
+		fmt.Fprintf(h, "%s\x00%s\n", filepath.Base(f), sum)
+	}
+	inputs["kmod_sources"] = hex.EncodeToString(h.Sum(nil))
+	inputs["build_tree"] = bt.HostPath + " " + bt.Release
+	inputs["cc"] = bt.CCVersionText + " " + bt.Compiler
 	return nil
 }
 

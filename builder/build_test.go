@@ -41,11 +41,12 @@ func hostRecord(t *testing.T) *probe.Record {
 	return rec
 }
 
-// srcTree copies the repository's bpf/ into a temp source dir, plus extra files.
+// srcTree copies the repository's bpf/ and kmod/ sources into a temp source
+// dir, plus extra files in bpf/.
 func srcTree(t *testing.T, extra map[string]string) string {
 	t.Helper()
 	dir := t.TempDir()
-	if out, err := exec.Command("cp", "-r", "../bpf", filepath.Join(dir, "bpf")).CombinedOutput(); err != nil {
+	if out, err := exec.Command("sh", "-c", "cp -r ../bpf "+dir+"/bpf && mkdir "+dir+"/kmod && cp ../kmod/Kbuild ../kmod/*.[ch] "+dir+"/kmod").CombinedOutput(); err != nil {
 		t.Fatalf("copy sources: %v %s", err, out)
 	}
 	for name, content := range extra {
@@ -188,8 +189,7 @@ func TestBuildErrors(t *testing.T) {
 // verifier's lines in the report.
 func TestEnhancedVerifierFallback(t *testing.T) {
 	requireRoot(t)
-	rec := hostRecord(t)
-	rec.Mode = probe.ModeEnhanced
+	rec := enhancedRecord(t)
 	bad := `#include "kmesh_uapi.h"
 #include <bpf/bpf_helpers.h>
 SEC("cgroup/connect4")

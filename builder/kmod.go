@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -111,19 +112,32 @@ func BuildModule(ctx context.Context, o ModuleOptions) (*ModuleReport, error) {
 	return r, nil
 }
 
+// moduleSources are the files kbuild compiles: Kbuild, *.c and *.h of kmod/
+// (not the test harness below it, nor output of an in-place build).
+func moduleSources(src string) ([]string, error) {
+	files, err := filepath.Glob(filepath.Join(src, "*.[ch]"))
+	if err != nil {
+		return nil, fmt.Errorf("list module sources in %s: %w", src, err)
+	}
+	out := []string{filepath.Join(src, "Kbuild")}
+	for _, f := range files {
+		if !strings.Contains(filepath.Base(f), ".mod.") {
+			out = append(out, f)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
 func copySources(src, dst string) error {
 	if err := os.MkdirAll(dst, 0o755); err != nil {
 		return fmt.Errorf("create module build dir: %w", err)
 	}
-	files, err := filepath.Glob(filepath.Join(src, "*.[ch]"))
+	files, err := moduleSources(src)
 	if err != nil {
 		return err
 	}
-	files = append(files, filepath.Join(src, "Kbuild"))
 	for _, f := range files {
-		if strings.Contains(filepath.Base(f), ".mod.") { // output of an in-place build
-			continue
-		}
 		b, err := os.ReadFile(f)
 		if err != nil {
 			return fmt.Errorf("read module source: %w", err)

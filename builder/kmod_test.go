@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"kmesh.dev/kmesh/probe"
 )
 
 // debianTree returns the installed Debian header tree and its release.
@@ -85,4 +87,51 @@ func TestLoadModuleRefusedWithoutModuleSupport(t *testing.T) {
 	if !errors.Is(err, ErrModuleRefused) || !strings.Contains(err.Error(), "no module support") {
 		t.Errorf("load on a kernel without modules: %v", err)
 	}
+}
+
+// An enhanced build adds kmesh.ko to the cache entry; one whose tree does
+// not match the running kernel falls back to compat with the reason.
+func TestBuildEnhancedWithModule(t *testing.T) {
+	requireRoot(t)
+	rec := enhancedRecord(t)
+	rel := rec.Kernel.Release
+	cfg := Config{Record: rec, SrcDir: "..", CacheDir: t.TempDir(), Log: quiet()}
+	r, err := Build(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Mode != probe.ModeEnhanced || r.Module == nil || !strings.HasPrefix(r.Module.Vermagic, rel+" ") {
+		t.Fatalf("enhanced build: mode %s module %+v fallbacks %q", r.Mode, r.Module, r.Fallbacks)
+	}
+	if info, err := ModuleInfo(r.ModulePath); err != nil || info["srcversion"] != r.Module.Srcversion {
+		t.Fatalf("cached module %s: %v %v", r.ModulePath, info, err)
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(r.ObjectsDir), "kbuild")); !os.IsNotExist(err) {
+		t.Error("kbuild intermediates kept in the cache entry")
+	}
+	hit, err := Build(context.Background(), cfg)
+	if err != nil || !hit.CacheHit || hit.ModulePath != r.ModulePath {
+		t.Fatalf("second enhanced build: %+v %v", hit, err)
+	}
+
+	other := *rec
+	other.Kernel.Release = "6.18.0-another"
+	r, err = Build(context.Background(), Config{Record: &other, SrcDir: "..", CacheDir: t.TempDir(), Log: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Mode != probe.ModeCompat || r.ModulePath != "" || len(r.Fallbacks) != 1 || !strings.Contains(r.Fallbacks[0], "vermagic") {
+		t.Fatalf("mismatched tree: mode %s module %q fallbacks %q", r.Mode, r.ModulePath, r.Fallbacks)
+	}
+}
+
+// enhancedRecord is this host's record made enhanced as on a 6.1 node whose
+// build tree is the installed Debian headers (the running kernel's, there).
+func enhancedRecord(t *testing.T) *probe.Record {
+	tree, rel := debianTree(t)
+	rec := hostRecord(t)
+	rec.Mode = probe.ModeEnhanced
+	rec.Kernel.Release = rel
+	rec.Inputs.BuildTree = &probe.BuildTree{Path: tree, HostPath: tree, Release: rel, Compiler: "gcc-12"}
+	return rec
 }

@@ -250,6 +250,7 @@ func (d *Daemon) Unenroll(ref string) error {
 // Status is the /status document.
 type Status struct {
 	Mode          string              `json:"mode"`
+	Notes         []string            `json:"notes,omitempty"`
 	Ready         bool                `json:"ready"`
 	Uptime        string              `json:"uptime"`
 	Decision      json.RawMessage     `json:"decision,omitempty"`
@@ -285,6 +286,9 @@ func (d *Daemon) status() Status {
 		Enrolled: d.enrolledList(), Services: []ServiceStatus{}, NotApplied: []config.Note{}}
 	if s.Config == "" {
 		s.Config = "embedded default"
+	}
+	if d.opts.Mode == "enhanced" {
+		s.Notes = append(s.Notes, "enhanced mode: kmesh.ko is loaded; this version runs the L4 programs only, the L7 programs that decide on a request's first bytes are not part of it, so routes that need the request stay not applied")
 	}
 	if m := d.applier.Current(); m != nil {
 		s.ConfigVersion = m.Version

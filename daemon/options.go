@@ -11,7 +11,8 @@ import (
 
 // Options configure the daemon. cmd/kmesh-daemon builds them from flags.
 type Options struct {
-	// Mode is the data-plane mode; only "compat" is implemented.
+	// Mode is the data-plane mode: compat, or enhanced (kmesh.ko loaded by
+	// kmesh-start; this version runs the L4 programs in both).
 	Mode string
 	// ConfigPath is the Envoy bootstrap (YAML or JSON); "" uses the embedded default.
 	ConfigPath string
@@ -41,11 +42,9 @@ var ErrUsage = errors.New("invalid options")
 
 func (o *Options) validate() error {
 	switch o.Mode {
-	case "compat":
-	case "enhanced":
-		return fmt.Errorf("mode enhanced: the L7 data plane is not available in this version; run --mode=compat: %w", ErrUsage)
+	case "compat", "enhanced":
 	default:
-		return fmt.Errorf("mode %q: want compat: %w", o.Mode, ErrUsage)
+		return fmt.Errorf("mode %q: want compat or enhanced: %w", o.Mode, ErrUsage)
 	}
 	if o.BPFDir == "" {
 		return fmt.Errorf("--bpf-dir is required: %w", ErrUsage)

@@ -130,22 +130,34 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, exec exec
 	return 0
 }
 
-// buildFor builds for the decided mode. An enhanced build that fails falls
-// back to a compat build; a failing compat build is an error.
+// buildFor builds for the decided mode and, in enhanced mode (not on a dry
+// run), loads kmesh.ko. An enhanced build or module load that fails falls
+// back to a compat build, with the reason; a failing compat build is an error.
 func buildFor(ctx context.Context, o options, rec *probe.Record, log logrus.FieldLogger) (*builder.Report, error) {
 	cfg := builder.Config{Record: rec, SrcDir: o.srcDir, CacheDir: o.cacheDir, Clang: o.clang, Log: log}
-	if rec.Mode == probe.ModeEnhanced {
-		// The enhanced data plane (kmesh.ko and the L7 programs) is not part
-		// of this version: run compat and say so.
-		compat := *rec
-		compat.Mode = probe.ModeCompat
-		rep, err := builder.Build(ctx, builder.Config{Record: &compat, SrcDir: cfg.SrcDir, CacheDir: cfg.CacheDir, Clang: cfg.Clang, Log: log})
-		if rep != nil {
-			rep.Fallbacks = append([]string{"the host can run enhanced mode, but this version's enhanced data plane (kmesh.ko loading, L7 programs) is not available yet: running compat"}, rep.Fallbacks...)
-		}
+	rep, err := builder.Build(ctx, cfg)
+	if err != nil || rep.Mode != probe.ModeEnhanced || o.dryRun {
 		return rep, err
 	}
-	return builder.Build(ctx, cfg)
+	t := time.Now()
+	res, err := builder.LoadModule(rep.ModulePath)
+	if err == nil {
+		rep.Module.Load = string(res)
+		log.WithFields(logrus.Fields{"subsys": "start", "phase": "module", "result": res, "duration_ms": time.Since(t).Milliseconds()}).Info("kmesh.ko ready")
+		return rep, nil
+	}
+	reason := "kmesh.ko could not be loaded, running compat: " + err.Error()
+	log.WithError(err).Warn("falling back to compat mode")
+	compat := *rec
+	compat.Mode = probe.ModeCompat
+	cfg.Record = &compat
+	crep, cerr := builder.Build(ctx, cfg)
+	if crep != nil {
+		crep.Fallbacks = append([]string{reason}, crep.Fallbacks...)
+		crep.Module = rep.Module
+		crep.Module.Error = err.Error()
+	}
+	return crep, cerr
 }
 
 func daemonPath(flag string) (string, error) {

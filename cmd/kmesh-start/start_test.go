@@ -14,6 +14,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"kmesh.dev/kmesh/probe"
 )
 
 func TestParseArgs(t *testing.T) {
@@ -178,3 +182,37 @@ func TestHandOffToDaemon(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// On this kernel (no module support) an enhanced start builds kmesh.ko,
+// the kernel refuses it, and the start falls back to compat saying why.
+func TestModuleRefusedFallsBackToCompat(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("privileged test: run as root")
+	}
+	trees, _ := filepath.Glob("/usr/src/linux-headers-*-amd64")
+	if len(trees) == 0 {
+		t.Fatal("make deps installs linux-headers-amd64")
+	}
+	b, _ := os.ReadFile(filepath.Join(trees[0], "include/generated/utsrelease.h"))
+	rel := strings.Trim(strings.Fields(string(b))[2], `"`)
+	rec, err := probe.Decide(probe.Probe(probe.Config{Live: true}), probe.ModeAuto, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Mode, rec.Kernel.Release = probe.ModeEnhanced, rel
+	rec.Inputs.BuildTree = &probe.BuildTree{Path: trees[0], HostPath: trees[0], Release: rel, Compiler: "gcc-12"}
+	e := newEnv(t)
+	o := defaults()
+	o.srcDir, o.cacheDir = "../..", e.cache
+	rep, err := buildFor(context.Background(), o, rec, logrus.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Mode != probe.ModeCompat || rep.ModulePath != "" || len(rep.Fallbacks) == 0 ||
+		!strings.Contains(rep.Fallbacks[0], "kmesh.ko could not be loaded") || !strings.Contains(rep.Fallbacks[0], "no module support") {
+		t.Fatalf("mode %s module %q fallbacks %q", rep.Mode, rep.ModulePath, rep.Fallbacks)
+	}
+	if rep.Module == nil || rep.Module.Srcversion == "" || rep.Module.Error == "" {
+		t.Errorf("the report keeps the module's build and the refusal: %+v", rep.Module)
+	}
+}
