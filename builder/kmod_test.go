@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"kmesh.dev/kmesh/probe"
 )
 
@@ -134,4 +136,41 @@ func enhancedRecord(t *testing.T) *probe.Record {
 	rec.Kernel.Release = rel
 	rec.Inputs.BuildTree = &probe.BuildTree{Path: tree, HostPath: tree, Release: rel, Compiler: "gcc-12"}
 	return rec
+}
+
+// kbuild must not need to write into the host's trees: the DaemonSet may
+// mount /lib/modules and /usr/src read-only. The test re-runs itself in a
+// private mount namespace where both are remounted read-only (nothing
+// outside that process sees it) and builds there.
+func TestBuildModuleReadOnlyTrees(t *testing.T) {
+	requireRoot(t)
+	if os.Getenv("KMESH_RO_TREES_CHILD") == "1" {
+		for _, d := range []string{"/usr/src", "/lib/modules"} {
+			if err := unix.Mount(d, d, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+				t.Fatal(err)
+			}
+			if err := unix.Mount("", d, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.WriteFile("/usr/src/kmesh-ro-probe", nil, 0o644); err == nil {
+			t.Fatal("/usr/src is writable in the child")
+		}
+		tree, rel := debianTree(t)
+		r, err := BuildModule(context.Background(), ModuleOptions{SrcDir: "../kmod", BuildTree: tree, OutDir: t.TempDir(), Release: rel, Compiler: "gcc-12"})
+		if err != nil {
+			t.Fatalf("build against read-only trees: %v", err)
+		}
+		if r.Srcversion == "" {
+			t.Fatal("no module")
+		}
+		return
+	}
+	cmd := exec.Command("unshare", "--mount", "--propagation", "private", os.Args[0], "-test.run", "^TestBuildModuleReadOnlyTrees$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "KMESH_RO_TREES_CHILD=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	} else if !strings.Contains(string(out), "PASS") {
+		t.Fatalf("child did not pass:\n%s", out)
+	}
 }
