@@ -24,6 +24,8 @@ type BTFInfo struct {
 	Kfuncs []string `json:"kfuncs,omitempty"`
 	// ModuleBTF is true when the kernel exposes BTF for modules.
 	ModuleBTF bool `json:"module_btf"`
+	// spec is the parsed BTF, for live probes that reference kernel types.
+	spec *btf.Spec
 }
 
 // wantedKfuncs are the vmlinux kfuncs whose presence matters to kmesh:
@@ -64,6 +66,7 @@ func probeBTF(h Host, kc *KConfig) (*BTFInfo, []Check) {
 	if err != nil {
 		return info, []Check{inconclusive("btf.vmlinux", fmt.Errorf("parse %s: %w", vmlinuxBTF, err))}
 	}
+	info.spec = spec
 	checks := []Check{supported("btf.vmlinux", "%s (%d bytes)", vmlinuxBTF, len(data))}
 
 	// helper IDs

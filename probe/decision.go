@@ -190,13 +190,17 @@ func unmet(s *Signals, reqs []requirement) []string {
 }
 
 // lookup resolves the pseudo-check "kfunc": kmesh.ko kfuncs are callable from
-// cgroup connect programs when the kernel has the sock_addr kfunc hook and
-// module BTF.
+// cgroup connect programs when kfunc calls work in cgroup sock_addr programs
+// (the live load when it ran, else the BTF evidence) and modules have BTF.
 func lookup(s *Signals, name string) Check {
 	if name != "kfunc" {
 		return s.Check(name)
 	}
-	for _, n := range []string{"btf.kfunc_hook_sock_addr", "btf.modules"} {
+	hook := "kfunc.cgroup_sock_addr"
+	if s.Check(hook).Detail == notProbed {
+		hook = "btf.kfunc_hook_sock_addr"
+	}
+	for _, n := range []string{hook, "btf.modules"} {
 		if c := s.Check(n); !c.OK() {
 			return c
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
@@ -59,7 +60,7 @@ var liveHelpers = []helperProbe{
 	{"helper.sk_msg.msg_redirect_hash", ebpf.SkMsg, asm.FnMsgRedirectHash},
 }
 
-func probeLive(cgroup2Mount string) []Check {
+func probeLive(cgroup2Mount string, kernelBTF *btf.Spec) []Check {
 	var checks []Check
 	for _, p := range liveProgTypes {
 		checks = append(checks, liveCheck(p.name, features.HaveProgramType(p.pt)))
@@ -71,7 +72,62 @@ func probeLive(cgroup2Mount string) []Check {
 		checks = append(checks, liveCheck(p.name, features.HaveProgramHelper(p.pt, p.fn)))
 	}
 	checks = append(checks, liveCheck("cgroup.attach", probeCgroupAttach(cgroup2Mount)))
+	checks = append(checks, liveCheck("kfunc.cgroup_sock_addr", probeKfuncSockAddr(kernelBTF)))
 	return checks
+}
+
+// probeKfuncSockAddr loads a cgroup/connect_unix program that calls two
+// vmlinux kfuncs (bpf_cast_to_kern_ctx, bpf_sock_addr_set_sun_path) by their
+// BTF IDs: if the verifier accepts it, kfunc calls work from cgroup sock_addr
+// programs, which is how enhanced mode hands sockets to kmesh.ko's kfuncs.
+func probeKfuncSockAddr(spec *btf.Spec) error {
+	if spec == nil {
+		return fmt.Errorf("probe kfunc calls: no kernel BTF: %w", ErrUnsupported)
+	}
+	id := func(name string) (asm.Instruction, error) {
+		var fn *btf.Func
+		if err := spec.TypeByName(name, &fn); err != nil {
+			return asm.Instruction{}, fmt.Errorf("find kfunc %s: %w", name, errors.Join(err, ErrUnsupported))
+		}
+		tid, err := spec.TypeID(fn)
+		if err != nil {
+			return asm.Instruction{}, err
+		}
+		return asm.Instruction{OpCode: asm.OpCode(asm.JumpClass).SetJumpOp(asm.Call), Src: asm.PseudoKfuncCall, Constant: int64(tid)}, nil
+	}
+	castCall, err := id("bpf_cast_to_kern_ctx")
+	if err != nil {
+		return err
+	}
+	setCall, err := id("bpf_sock_addr_set_sun_path")
+	if err != nil {
+		return err
+	}
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:       ebpf.CGroupSockAddr,
+		AttachType: ebpf.AttachCgroupUnixConnect,
+		License:    "GPL",
+		Instructions: asm.Instructions{
+			castCall,                                 // r0 = kernel context of r1
+			asm.Mov.Reg(asm.R1, asm.R0),              // sa_kern
+			asm.StoreImm(asm.R10, -8, 'k', asm.Word), // "k" on the stack
+			asm.Mov.Reg(asm.R2, asm.R10),
+			asm.Add.Imm(asm.R2, -8),
+			asm.Mov.Imm(asm.R3, 1), // sun_path__sz
+			setCall,
+			asm.Mov.Imm(asm.R0, 1),
+			asm.Return(),
+		},
+	})
+	if err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) || errors.Is(err, unix.EINVAL) {
+			// an older kernel: no unix attach types or no kfuncs for this hook
+			return fmt.Errorf("load a cgroup sock_addr program calling kfuncs: %w: %w", ErrUnsupported, err)
+		}
+		return fmt.Errorf("load a cgroup sock_addr program calling kfuncs: %w", err)
+	}
+	return prog.Close()
 }
 
 func liveCheck(name string, err error) Check {
@@ -150,5 +206,3 @@ func randSuffix() string {
 	}
 	return hex.EncodeToString(b[:])
 }
-
-var errNoMount = errors.New("not mounted")

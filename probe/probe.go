@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"time"
 
+	"github.com/cilium/ebpf/btf"
 	"github.com/sirupsen/logrus"
 )
 
@@ -135,7 +136,13 @@ func Probe(cfg Config) *Signals {
 		return c
 	})
 	if cfg.Live {
-		phase("live", func() []Check { return probeLive(s.Environment.Cgroup2Mount) })
+		phase("live", func() []Check {
+			var spec *btf.Spec
+			if s.BTF != nil {
+				spec = s.BTF.spec
+			}
+			return probeLive(s.Environment.Cgroup2Mount, spec)
+		})
 	}
 	phase("modules", func() []Check { return moduleChecks(h, s.KConfig, s.Environment) })
 	phase("build_tree", func() []Check {
