@@ -1,6 +1,7 @@
 package probe
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -62,7 +63,7 @@ func probeBTF(h Host, kc *KConfig) (*BTFInfo, []Check) {
 	}
 	sum := sha256.Sum256(data)
 	info.Hash = hex.EncodeToString(sum[:])
-	spec, err := btf.LoadSpecFromReader(bytesReaderAt(data))
+	spec, err := btf.LoadSpecFromReader(bytes.NewReader(data))
 	if err != nil {
 		return info, []Check{inconclusive("btf.vmlinux", fmt.Errorf("parse %s: %w", vmlinuxBTF, err))}
 	}

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -77,12 +76,4 @@ func unsupported(name, fix, format string, args ...any) Check {
 
 func inconclusive(name string, err error) Check {
 	return Check{Name: name, Status: Inconclusive, Detail: err.Error(), Err: err}
-}
-
-// fileCheck classifies an error from reading a file the probe expected.
-func fileErrStatus(err error) Status {
-	if errors.Is(err, os.ErrNotExist) {
-		return Unsupported
-	}
-	return StatusOf(err)
 }

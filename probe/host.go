@@ -279,5 +279,3 @@ func shortErr(err error) string {
 	}
 	return err.Error()
 }
-
-func bytesReaderAt(b []byte) io.ReaderAt { return bytes.NewReader(b) }

@@ -50,7 +50,7 @@ func (a *Applier) Current() *config.Model { return a.cur }
 func (a *Applier) ServiceID(k config.ServiceKey) (uint32, bool) { id, ok := a.svcIDs[k]; return id, ok }
 func (a *Applier) ClusterID(name string) (uint32, bool)         { id, ok := a.clusterIDs[name]; return id, ok }
 
-// ServiceNames maps service IDs to "name (VIP:port)"; ClusterNames maps cluster IDs to names.
+// ServiceNames maps service IDs to their keys; ClusterNames maps cluster IDs to names.
 func (a *Applier) ServiceNames() map[uint32]config.ServiceKey {
 	out := make(map[uint32]config.ServiceKey, len(a.svcIDs))
 	for k, id := range a.svcIDs {
