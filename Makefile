@@ -18,7 +18,7 @@ ADMIN_ADDR ?= 127.0.0.1:15200
 # kmesh-start as make run and make bpf use it: sources from this tree, cache and state under out/
 START_ARGS := --src-dir $(CURDIR) --cache-dir $(OUT)/cache --state-dir $(OUT)/run
 
-.PHONY: help deps build bpf test test-unit fuzz vmtest run uninstall bench clean fmt vet
+.PHONY: help deps build bpf test test-unit fuzz vmtest run uninstall bench bench-traffic clean fmt vet
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -68,9 +68,14 @@ uninstall: build ## remove what make run left on this node (links, pins, mounts)
 	$(OUT)/kmesh-daemon uninstall
 
 BENCH_PKGS ?= ./probe ./daemon/apply ./daemon/config ./cmd/kmesh-start
-bench: deps build ## run the benchmarks (figures go to docs/benchmarks.md)
+FORTIO_VERSION := v1.66.0
+bench: deps build bench-traffic ## run all benchmarks (figures go to docs/benchmarks.md)
 	@mkdir -p $(OUT)
 	$(GO) test -run '^$$' -bench . -benchtime 20x $(BENCH_PKGS) | tee $(OUT)/bench.txt
+
+bench-traffic: deps build ## traffic benchmark: direct vs kmesh vs haproxy (run on an idle machine; ~7 min)
+	@command -v fortio >/dev/null || $(GO) install fortio.org/fortio@$(FORTIO_VERSION)
+	PATH="$$PATH:$$($(GO) env GOPATH)/bin" $(GO) test -run '^$$' -bench Traffic -benchtime 1x -timeout 30m ./daemon/bench/
 
 clean: ## remove build outputs
 	rm -rf $(OUT)

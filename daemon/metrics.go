@@ -64,19 +64,20 @@ func (c *mapCollector) Collect(ch chan<- prometheus.Metric) {
 	if m == nil {
 		return
 	}
-	svcStats, err := d.maps.ServiceStats()
-	if err == nil {
-		for id, key := range d.applier.ServiceNames() {
-			st := svcStats[id]
-			name := m.Services[key].Name
-			ch <- prometheus.MustNewConstMetric(descSvcRedirected, prometheus.CounterValue, float64(st.Redirected), name, key.String())
-			ch <- prometheus.MustNewConstMetric(descSvcNoEndpoint, prometheus.CounterValue, float64(st.NoEndpoint), name, key.String())
+	// Look up only the IDs in use: walking both per-CPU arrays (32k entries
+	// each) cost ~0.3 s of CPU per scrape even with one service.
+	for id, key := range d.applier.ServiceNames() {
+		st, err := d.maps.ServiceStatsOf(id)
+		if err != nil {
+			continue
 		}
+		name := m.Services[key].Name
+		ch <- prometheus.MustNewConstMetric(descSvcRedirected, prometheus.CounterValue, float64(st.Redirected), name, key.String())
+		ch <- prometheus.MustNewConstMetric(descSvcNoEndpoint, prometheus.CounterValue, float64(st.NoEndpoint), name, key.String())
 	}
-	clStats, err := d.maps.ClusterStats()
-	if err == nil {
-		for id, name := range d.applier.ClusterNames() {
-			ch <- prometheus.MustNewConstMetric(descClRedirected, prometheus.CounterValue, float64(clStats[id].Redirected), name)
+	for id, name := range d.applier.ClusterNames() {
+		if st, err := d.maps.ClusterStatsOf(id); err == nil {
+			ch <- prometheus.MustNewConstMetric(descClRedirected, prometheus.CounterValue, float64(st.Redirected), name)
 		}
 	}
 	slots := 0

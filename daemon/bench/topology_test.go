@@ -1,0 +1,355 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"kmesh.dev/kmesh/daemon"
+	"kmesh.dev/kmesh/daemon/internal/testnet"
+)
+
+// Addresses exist only inside the benchmark's namespaces. The VIP is routable
+// nowhere: only kmesh's connect() rewrite reaches the backend through it.
+const (
+	clientCIDR  = "10.203.0.1/24"
+	backendCIDR = "10.203.0.2/24"
+	backendAddr = "10.203.0.2:8080"
+	vipAddr     = "10.96.203.10:80"
+	proxyTCP    = "127.0.0.1:15001" // haproxy, mode tcp, in the client namespace
+	proxyHTTP   = "127.0.0.1:15002" // haproxy, mode http
+	svcName     = "bench"
+)
+
+// topo is the benchmark topology: client netns -- veth -- backend netns, a
+// fortio server in the backend, two haproxy instances in the client and the
+// kmesh daemon (in-process) whose programs act on the client once enrolled.
+type topo struct {
+	tools          tools
+	client, server *testnet.Netns
+	backend        *proc
+	haTCP, haHTTP  *proc
+	dopts          daemon.Options
+	dlog           *capBuffer
+	nice           int
+}
+
+// exec returns the command line running args in ns (ip netns exec, which
+// execs args: the child's PID is the tool's), under nice when set.
+func (tp *topo) exec(ns *testnet.Netns, args ...string) []string {
+	cmd := append([]string{"ip", "netns", "exec", ns.Name}, args...)
+	if tp.nice != 0 {
+		cmd = append([]string{"nice", "-n", fmt.Sprint(tp.nice)}, cmd...)
+	}
+	return cmd
+}
+
+func newTopo(b *testing.B, tl tools, nice int) *topo {
+	b.Helper()
+	id := "kb" + testnet.ID(b)
+	tp := &topo{tools: tl, nice: nice}
+	tp.client = testnet.NewNetns(b, id+"-c")
+	tp.server = testnet.NewNetns(b, id+"-s")
+	tp.client.IP(b, "link", "add", "bc", "type", "veth", "peer", "name", "bs", "netns", tp.server.Name)
+	tp.client.IP(b, "addr", "add", clientCIDR, "dev", "bc")
+	tp.client.IP(b, "link", "set", "bc", "up")
+	tp.server.IP(b, "addr", "add", backendCIDR, "dev", "bs")
+	tp.server.IP(b, "link", "set", "bs", "up")
+	// Connection-per-request runs open tens of thousands of connections:
+	// let the client namespace reuse TIME_WAIT ports (these sysctls are
+	// per namespace; the host's are untouched).
+	for _, ns := range []*testnet.Netns{tp.client, tp.server} {
+		sysctl(b, ns, "net/ipv4/tcp_tw_reuse", "1")
+		sysctl(b, ns, "net/ipv4/ip_local_port_range", "1024 65000")
+	}
+
+	tp.backend = startProc(b, "fortio server", nil, nil, tp.exec(tp.server, tl.fortio, "server",
+		"-http-port", backendAddr, "-grpc-port", "disabled", "-redirect-port", "disabled",
+		"-tcp-port", "disabled", "-udp-port", "disabled", "-loglevel", "Error")...)
+	tp.waitListening(b, tp.client, backendAddr, tp.backend)
+
+	dir := b.TempDir()
+	tp.haTCP = tp.startHAProxy(b, dir, "tcp", proxyTCP)
+	tp.haHTTP = tp.startHAProxy(b, dir, "http", proxyHTTP)
+	return tp
+}
+
+// sysctl writes a per-namespace sysctl from a thread inside ns.
+func sysctl(b *testing.B, ns *testnet.Netns, key, val string) {
+	b.Helper()
+	p := filepath.Join("/proc/sys", key)
+	err := ns.Do(func() error {
+		if err := os.WriteFile(p, []byte(val), 0o644); err != nil {
+			return err
+		}
+		got, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if strings.Join(strings.Fields(string(got)), " ") != val {
+			return fmt.Errorf("reads back %q", got)
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatalf("sysctl %s=%s in %s: %v", key, val, ns.Name, err)
+	}
+}
+
+const haproxyConfig = `global
+    maxconn 4000
+defaults
+    mode %[1]s
+    timeout connect 3s
+    timeout client 30s
+    timeout server 30s
+frontend fe
+    bind %[2]s
+    default_backend be
+backend be
+    server backend %[3]s
+`
+
+// startHAProxy runs haproxy in the foreground (-db) in the client namespace;
+// nbthread defaults to the CPU count, like a sidecar with concurrency = cores.
+// In http mode it pools and reuses server connections (haproxy's default
+// http-reuse safe), as a sidecar does.
+func (tp *topo) startHAProxy(b *testing.B, dir, mode, addr string) *proc {
+	b.Helper()
+	cfg := filepath.Join(dir, "haproxy-"+mode+".cfg")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(haproxyConfig, mode, addr, backendAddr)), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	p := startProc(b, "haproxy "+mode, nil, nil, tp.exec(tp.client, tp.tools.haproxy, "-db", "-f", cfg)...)
+	tp.waitListening(b, tp.client, addr, p)
+	return p
+}
+
+// waitListening waits until addr accepts connections from ns.
+func (tp *topo) waitListening(b *testing.B, ns *testnet.Netns, addr string, p *proc) {
+	b.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := ns.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if p.exited() {
+			b.Fatalf("%s exited: %v\n%s", p.name, p.err, p.out)
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%s not listening on %s after 10s: %v\n%s", p.name, addr, err, p.out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// startDaemon runs the real daemon in-process on a config naming the VIP and
+// the backend, with private bpffs and cgroup2 mount points; it is stopped
+// and uninstalled at cleanup. No namespace is enrolled yet.
+func (tp *topo) startDaemon(b *testing.B) {
+	b.Helper()
+	base := b.TempDir()
+	cfg := filepath.Join(base, "kmesh.yaml")
+	writeFileAtomic(b, cfg, bootstrap([]service{{name: svcName, vip: vipAddr, endpoints: []string{backendAddr}}}))
+	tp.dlog = &capBuffer{max: 1 << 20}
+	log := logrus.New()
+	log.SetOutput(tp.dlog)
+	tp.dopts = daemon.Options{Mode: "compat", ConfigPath: cfg, BPFDir: objects(b),
+		BPFFSPath: filepath.Join(base, "bpffs"), Cgroup2Path: filepath.Join(base, "cgroup2"),
+		AdminAddr: freeAddr(b), MetricsAddr: freeAddr(b), Log: log}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- daemon.Run(ctx, tp.dopts) }()
+	b.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				b.Errorf("daemon returned %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			b.Error("daemon did not stop within 10s")
+		}
+		if err := daemon.Uninstall(tp.dopts); err != nil {
+			b.Errorf("uninstall: %v", err)
+		}
+	})
+	exited := func() error {
+		select {
+		case err := <-done:
+			done <- err // for the cleanup
+			return fmt.Errorf("daemon exited before ready: %v", err)
+		default:
+			return nil
+		}
+	}
+	if err := waitReady(tp.dopts.AdminAddr, 20*time.Second, exited); err != nil {
+		b.Fatalf("in-process daemon: %v\n%s", err, tp.dlog)
+	}
+}
+
+// waitReady polls /ready until 200; exited reports an early exit.
+func waitReady(admin string, timeout time.Duration, exited func() error) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if err := exited(); err != nil {
+			return err
+		}
+		if code, _, _ := httpDo(http.MethodGet, "http://"+admin+"/ready"); code == http.StatusOK {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return fmt.Errorf("not ready after %s", timeout)
+}
+
+// setEnrolled enrolls or releases the client namespace through the admin API.
+func (tp *topo) setEnrolled(b *testing.B, on bool) {
+	b.Helper()
+	path := "/unenroll"
+	if on {
+		path = "/enroll"
+	}
+	if code, body, err := httpDo(http.MethodPost, "http://"+tp.dopts.AdminAddr+path+"?netns="+tp.client.Name); code != http.StatusOK {
+		b.Fatalf("POST %s: %d %s %v", path, code, body, err)
+	}
+}
+
+// redirected reads the daemon's connection counter for the benchmark service.
+func (tp *topo) redirected(b *testing.B) int64 {
+	b.Helper()
+	_, body, err := httpDo(http.MethodGet, "http://"+tp.dopts.MetricsAddr+"/metrics")
+	if err != nil {
+		b.Fatal(err)
+	}
+	series := fmt.Sprintf(`kmesh_service_connections_redirected_total{service=%q,vip=%q} `, svcName, vipAddr)
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, series); ok {
+			var f float64
+			fmt.Sscanf(v, "%g", &f)
+			return int64(f)
+		}
+	}
+	b.Fatalf("no %s in /metrics", series)
+	return 0
+}
+
+// get sends one HTTP/1.0 GET from the client namespace to addr and returns
+// the status line.
+func (tp *topo) get(addr string) (string, error) {
+	c, err := tp.client.Dial("tcp", addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := io.WriteString(c, "GET /echo HTTP/1.0\r\nHost: bench\r\n\r\n"); err != nil {
+		return "", err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	return strings.TrimSpace(line), err
+}
+
+// checkPaths asserts each path works, and that the VIP does not work without
+// kmesh (it must only ever be rewritten, never routed).
+func (tp *topo) checkPaths(b *testing.B) {
+	b.Helper()
+	tp.setEnrolled(b, false)
+	if c, err := tp.client.Dial("tcp", vipAddr); err == nil {
+		c.Close()
+		b.Fatalf("the VIP %s is reachable from the client namespace without kmesh", vipAddr)
+	}
+	for _, addr := range []string{backendAddr, proxyTCP, proxyHTTP} {
+		if st, err := tp.get(addr); err != nil || !strings.Contains(st, " 200 ") {
+			b.Fatalf("GET via %s: %q %v", addr, st, err)
+		}
+	}
+	tp.setEnrolled(b, true)
+	before := tp.redirected(b)
+	if st, err := tp.get(vipAddr); err != nil || !strings.Contains(st, " 200 ") {
+		b.Fatalf("GET via the VIP %s with kmesh: %q %v\n%s", vipAddr, st, err, tp.dlog)
+	}
+	if n := tp.redirected(b) - before; n != 1 {
+		b.Fatalf("one connection to the VIP, %d redirects counted", n)
+	}
+	tp.setEnrolled(b, false)
+}
+
+// objects returns $KMESH_BPF_DIR when set (objects built by `make bpf`,
+// out/bpf), else the objects testnet builds from bpf/ for this kernel.
+func objects(t testing.TB) string {
+	t.Helper()
+	if dir := os.Getenv("KMESH_BPF_DIR"); dir != "" {
+		if !fileExists(filepath.Join(dir, "connect.o")) {
+			t.Fatalf("KMESH_BPF_DIR=%s has no connect.o (make bpf builds it into out/bpf)", dir)
+		}
+		return dir
+	}
+	return testnet.Objects(t, testnet.DefaultFeatures())
+}
+
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+var httpClient = &http.Client{Timeout: 10 * time.Second}
+
+func httpDo(method, url string) (int, string, error) {
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
+}
+
+// tcpCounters reads ns's TCP counters (/proc/net/snmp and netstat, as seen
+// from a thread inside ns), e.g. "TcpExt:TCPSynRetrans", "Tcp:RetransSegs".
+func tcpCounters(ns *testnet.Netns) map[string]int64 {
+	out := map[string]int64{}
+	ns.Do(func() error {
+		for _, f := range []string{"/proc/thread-self/net/snmp", "/proc/thread-self/net/netstat"} {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				continue
+			}
+			lines := strings.Split(string(b), "\n")
+			for i := 0; i+1 < len(lines); i += 2 {
+				names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+				if len(names) != len(values) || len(names) == 0 {
+					continue
+				}
+				for j := 1; j < len(names); j++ {
+					var v int64
+					fmt.Sscan(values[j], &v)
+					out[names[0]+names[j]] = v
+				}
+			}
+		}
+		return nil
+	})
+	return out
+}
