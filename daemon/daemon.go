@@ -32,14 +32,17 @@ type Daemon struct {
 	maps    *maps.Maps
 	metrics *metrics
 
-	mu        sync.Mutex // guards everything below and serialises applies
-	applier   *apply.Applier
-	ready     bool
-	enrolled  map[uint64]string // cookie -> the reference it was enrolled by
-	lastError string
-	lastApply *apply.Result
-	applies   int
-	started   time.Time
+	mu       sync.Mutex // guards everything below and serialises applies
+	applier  *apply.Applier
+	ready    bool
+	enrolled map[uint64]string // cookie -> the reference it was enrolled by
+	// loadedContent is the config file as applied at start, so the watcher
+	// does not parse it a second time.
+	loadedContent []byte
+	lastError     string
+	lastApply     *apply.Result
+	applies       int
+	started       time.Time
 }
 
 // Run starts the daemon and blocks until ctx ends or a server fails. On
@@ -110,7 +113,7 @@ func Run(ctx context.Context, opts Options) error {
 	go func() { errc <- serve(mets, metricsLn, "metrics") }()
 	if opts.ConfigPath != "" {
 		go func() {
-			err := config.Watch(ctx, opts.ConfigPath, config.WatchOptions{Log: opts.Log}, d.applyModel, d.setError)
+			err := config.Watch(ctx, opts.ConfigPath, config.WatchOptions{Log: opts.Log, Applied: d.loadedContent}, d.applyModel, d.setError)
 			if err != nil && !errors.Is(err, context.Canceled) {
 				errc <- fmt.Errorf("watch config: %w", err)
 			}
@@ -152,10 +155,11 @@ func (d *Daemon) loadConfig() (*config.Model, error) {
 		d.log.WithField("config", "embedded default").Info("config loaded")
 		return m, nil
 	}
-	m, err := config.LoadFile(d.opts.ConfigPath)
+	m, content, err := config.LoadFileContent(d.opts.ConfigPath)
 	if err != nil {
 		return nil, fmt.Errorf("load config: %w", err)
 	}
+	d.loadedContent = content
 	d.log.WithFields(logrus.Fields{"config": d.opts.ConfigPath, "version": m.Version}).Info("config loaded")
 	return m, nil
 }

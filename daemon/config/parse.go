@@ -67,15 +67,22 @@ func FormatOf(path string) Format {
 // LoadFile reads and translates the Envoy v3 bootstrap at path (symlinks are
 // followed). Errors name the file.
 func LoadFile(path string) (*Model, error) {
+	m, _, err := LoadFileContent(path)
+	return m, err
+}
+
+// LoadFileContent is LoadFile that also returns the file's content, for
+// WatchOptions.Applied.
+func LoadFileContent(path string) (*Model, []byte, error) {
 	data, err := readLimited(path)
 	if err != nil {
-		return nil, fmt.Errorf("load config %s: %w", path, err)
+		return nil, nil, fmt.Errorf("load config %s: %w", path, err)
 	}
 	m, err := ParseBootstrap(data, FormatOf(path))
 	if err != nil {
-		return nil, fmt.Errorf("load config %s: %w", path, err)
+		return nil, nil, fmt.Errorf("load config %s: %w", path, err)
 	}
-	return m, nil
+	return m, data, nil
 }
 
 func readLimited(path string) ([]byte, error) {

@@ -23,6 +23,9 @@ type WatchOptions struct {
 	// systems) and the only mechanism off Linux. Default 10s; negative
 	// disables polling (off Linux that leaves only the initial load).
 	PollInterval time.Duration
+	// Applied is the file content the caller has already applied (read at
+	// start): identical content is not parsed again on the first pass.
+	Applied []byte
 	// Log receives one line per applied or rejected config. Default: the
 	// logrus standard logger.
 	Log logrus.FieldLogger
@@ -76,6 +79,9 @@ func Watch(ctx context.Context, path string, opts WatchOptions, onChange func(*M
 		onChange: onChange,
 		onError:  onError,
 		log:      opts.Log.WithFields(logrus.Fields{"subsys": "config", "path": abs}),
+	}
+	if opts.Applied != nil {
+		w.applied, w.haveApp = sha256.Sum256(opts.Applied), true
 	}
 	w.resync()
 	w.reload()

@@ -327,3 +327,13 @@ func TestWatchArgs(t *testing.T) {
 		t.Fatal("Watch with nil onChange succeeded")
 	}
 }
+
+// Content the caller already applied is not parsed again on the first pass.
+func TestWatchAppliedSkipsFirstPass(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "bootstrap.yaml")
+	write(t, p, cfgVersion(t, 1))
+	r := startWatch(t, p, config.WatchOptions{Applied: cfgVersion(t, 1)}, nil)
+	r.quiet(t)
+	write(t, p, cfgVersion(t, 2))
+	r.wantModel(t, 2)
+}
