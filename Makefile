@@ -14,6 +14,9 @@ DEB_PACKAGES := clang-19 llvm-19 libbpf-dev bpftool iproute2 make gcc gcc-12 lib
 # `make deps` installs only what is missing; set DEPS_SKIP=1 to skip it.
 DEPS_STAMP := $(OUT)/.deps-ok
 
+# the image, base image and container e2e (docker/docker.mk: base-image, docker, e2e)
+include docker/docker.mk
+
 ADMIN_ADDR ?= 127.0.0.1:15200
 # kmesh-start as make run and make bpf use it: sources from this tree, cache and state under out/
 START_ARGS := --src-dir $(CURDIR) --cache-dir $(OUT)/cache --state-dir $(OUT)/run
@@ -58,7 +61,7 @@ FUZZTIME ?= 10s
 fuzz: ## run the fuzz targets briefly
 	$(GO) test -run '^$$' -fuzz '^FuzzParseHelpers$$' -fuzztime $(FUZZTIME) ./probe
 
-test: deps vet test-unit fuzz ## everything CI runs
+test: deps vet test-unit fuzz e2e ## everything CI runs
 	@echo "make test: all passed"
 
 run: deps build ## start kmesh on this node with the embedded default config (Ctrl-C stops; programs stay attached)

@@ -1,0 +1,5 @@
+{{/* Labels of every object */}}
+{{- define "kmesh.labels" -}}
+app: kmesh
+app.kubernetes.io/name: kmesh
+{{- end -}}
