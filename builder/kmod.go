@@ -6,6 +6,7 @@ import (
 	"debug/elf"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -152,18 +153,28 @@ func copySources(src, dst string) error {
 // ModuleInfo parses a module's .modinfo section (vermagic, srcversion,
 // version, ...). Repeated keys (alias, depends) are comma-joined.
 func ModuleInfo(path string) (map[string]string, error) {
-	f, err := elf.Open(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read module %s: %w", path, err)
 	}
 	defer f.Close()
+	return ModuleInfoFrom(f, path)
+}
+
+// ModuleInfoFrom is ModuleInfo for a module already in memory or open
+// (e.g. decompressed from a kernel package); name is used in errors.
+func ModuleInfoFrom(r io.ReaderAt, name string) (map[string]string, error) {
+	f, err := elf.NewFile(r)
+	if err != nil {
+		return nil, fmt.Errorf("read module %s: %w", name, err)
+	}
 	sec := f.Section(".modinfo")
 	if sec == nil {
-		return nil, fmt.Errorf("read module %s: no .modinfo section", path)
+		return nil, fmt.Errorf("read module %s: no .modinfo section", name)
 	}
 	data, err := sec.Data()
 	if err != nil {
-		return nil, fmt.Errorf("read module %s: .modinfo: %w", path, err)
+		return nil, fmt.Errorf("read module %s: .modinfo: %w", name, err)
 	}
 	info := map[string]string{}
 	for _, kv := range bytes.Split(data, []byte{0}) {
@@ -182,11 +193,28 @@ func ModuleInfo(path string) (map[string]string, error) {
 	return info, nil
 }
 
+// VermagicRelease is the kernel release a vermagic string names (its
+// first word).
+func VermagicRelease(v string) string { return vermagicRelease(v) }
+
 func vermagicRelease(v string) string {
 	if f := strings.Fields(v); len(f) > 0 {
 		return f[0]
 	}
 	return ""
+}
+
+// checkRelease refuses a module whose vermagic names another kernel release.
+func checkRelease(path, vermagic string) error {
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		return fmt.Errorf("load %s: uname: %w", path, err)
+	}
+	if want, got := unix.ByteSliceToString(uts.Release[:]), vermagicRelease(vermagic); got != want {
+		return fmt.Errorf("load %s: vermagic %q names %s, running kernel is %s: %w: %w (rebuild against the running kernel's headers; the loaded kmesh.ko stays)",
+			path, vermagic, got, want, ErrModuleRefused, ErrVermagic)
+	}
+	return nil
 }
 
 // LoadResult says what LoadModule did.
@@ -203,7 +231,8 @@ const (
 // (equal srcversion) is reused; another build is replaced only when nothing
 // uses it (refcnt 0), else ErrModuleBusy. A refusal by the kernel wraps
 // ErrModuleRefused and says why (vermagic, signature, lockdown, no module
-// support).
+// support); a replacement built for another kernel release is refused
+// before the loaded module is touched.
 func LoadModule(path string) (LoadResult, error) {
 	info, err := ModuleInfo(path)
 	if err != nil {
@@ -223,6 +252,11 @@ func LoadModule(path string) (LoadResult, error) {
 		if refcnt > 0 {
 			return "", fmt.Errorf("load %s: loaded srcversion %s has %d users, new is %s: %w (restart the node or stop the sockets using kmesh_defer)", name, cur, refcnt, info["srcversion"], ErrModuleBusy)
 		}
+		// A replace unloads first; refuse a module built for another kernel
+		// before that, or the kernel's refusal would leave the node with none.
+		if err := checkRelease(path, info["vermagic"]); err != nil {
+			return "", err
+		}
 		if err := UnloadModule(name); err != nil {
 			return "", err
 		}
@@ -237,7 +271,11 @@ func LoadModule(path string) (LoadResult, error) {
 		if errors.Is(err, unix.EEXIST) { // loaded meanwhile
 			return ModuleReused, nil
 		}
-		return "", fmt.Errorf("load %s: %w: %w (%s)", path, ErrModuleRefused, err, refusalReason(err))
+		lost := ""
+		if result == ModuleReplaced {
+			lost = "; the previously loaded kmesh.ko was unloaded first, so none is loaded now"
+		}
+		return "", fmt.Errorf("load %s: %w: %w (%s)%s", path, ErrModuleRefused, err, refusalReason(err), lost)
 	}
 	return result, nil
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
 )
 
 // ErrVerifier marks an object the kernel's verifier rejected.
@@ -35,6 +36,11 @@ func VerifyObjects(dir string) ([]VerifyReport, error) {
 		return nil, fmt.Errorf("verify objects in %s: no objects", dir)
 	}
 	sort.Strings(objs)
+	// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK (64 KiB by
+	// default there); a no-op where memory cgroups account them.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("verify objects: lift RLIMIT_MEMLOCK: %w", err)
+	}
 	var reports []VerifyReport
 	var errs []error
 	for _, obj := range objs {

@@ -72,9 +72,25 @@ func Do(path string, f func() error) error {
 	return <-errc
 }
 
-// Cookie returns the cookie of the network namespace at path
-// (SO_NETNS_COOKIE, Linux 5.14+).
+// Cookie returns the cookie of the network namespace at path: from
+// SO_NETNS_COOKIE (Linux 5.14+), or on older kernels from a BPF program
+// (CookieFromBPF), the value bpf_get_netns_cookie gives the connect
+// programs either way.
 func Cookie(path string) (uint64, error) {
+	c, err := SockoptCookie(path)
+	if errors.Is(err, ErrNoSockoptCookie) {
+		c, berr := CookieFromBPF(path)
+		if berr != nil {
+			return 0, fmt.Errorf("%w; %w", err, berr)
+		}
+		return c, nil
+	}
+	return c, err
+}
+
+// SockoptCookie reads the cookie with SO_NETNS_COOKIE; ErrNoSockoptCookie
+// before Linux 5.14.
+func SockoptCookie(path string) (uint64, error) {
 	var cookie uint64
 	err := Do(path, func() error {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
@@ -83,8 +99,11 @@ func Cookie(path string) (uint64, error) {
 		}
 		defer unix.Close(fd)
 		c, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+		if errors.Is(err, unix.ENOPROTOOPT) {
+			return fmt.Errorf("read SO_NETNS_COOKIE: %w: %w", ErrNoSockoptCookie, err)
+		}
 		if err != nil {
-			return fmt.Errorf("read SO_NETNS_COOKIE (needs Linux 5.14+): %w", err)
+			return fmt.Errorf("read SO_NETNS_COOKIE: %w", err)
 		}
 		cookie = c
 		return nil

@@ -1,9 +1,7 @@
 package vmtest
 
 import (
-	"bytes"
 	"context"
-	"debug/elf"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,19 +11,23 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"kmesh.dev/kmesh/builder"
 )
 
 // ModuleName is the module kbuild makes from kmod/.
-const ModuleName = "kmesh"
+const ModuleName = builder.ModuleName
 
 // Build is the result of one kbuild run.
 type Build struct {
-	KO       string        // path of kmesh.ko
-	Release  string        // UTS_RELEASE of the headers built against
-	CC       string        // compiler used ("" = the kernel's own, per its .kernelvariables)
-	Vermagic string        // vermagic of the built module
-	Version  string        // MODULE_VERSION of the built module
-	Took     time.Duration // make time
+	KO       string // path of kmesh.ko
+	Release  string // UTS_RELEASE of the headers built against
+	CC       string // compiler used ("" = the kernel's own, per its .kernelvariables)
+	Vermagic string // vermagic of the built module
+	Version  string // MODULE_VERSION of the built module
+	// Srcversion is modpost's hash of the sources (what /sys/module/<name>/srcversion shows).
+	Srcversion string
+	Took       time.Duration // make time
 }
 
 // HeadersRelease reads UTS_RELEASE from a kbuild headers directory.
@@ -75,10 +77,27 @@ func PickCompiler(headersDir string, fallbacks ...string) (string, error) {
 	return "", fmt.Errorf("kernel compiler %s not installed and none of %v is", want, fallbacks)
 }
 
-// BuildModule copies the module sources from src (kmod/) into out and runs
-// `make -C headersDir M=out modules` there, so builds for several kernels
-// never share objects and the source tree stays clean.
+// BuildModule builds kmesh.ko from src (kmod/) against headersDir into out
+// with the builder's kbuild (kmesh.dev/kmesh/builder.BuildModule, the code
+// kmesh-start runs), picking the kernel's compiler or gcc-12.
 func BuildModule(ctx context.Context, src, headersDir, out string, log logrus.FieldLogger) (*Build, error) {
+	return BuildModuleVariant(ctx, src, headersDir, out, "", log)
+}
+
+// VariantSource is the file of the module's sources BuildModuleVariant
+// appends to.
+const VariantSource = "kmesh_main.c"
+
+// BuildModuleVariant is BuildModule with, when variant is not empty, one
+// line appended to a copy of VariantSource:
+//
+//	MODULE_INFO(kmesh_vmtest_variant, "<variant>");
+//
+// The result is a build of the same module with another srcversion (what
+// modpost hashes is the sources' text, so KCFLAGS=-D... would not change
+// it) and a "kmesh_vmtest_variant" modinfo field; the source tree is not
+// touched.
+func BuildModuleVariant(ctx context.Context, src, headersDir, out, variant string, log logrus.FieldLogger) (*Build, error) {
 	release, err := HeadersRelease(headersDir)
 	if err != nil {
 		return nil, err
@@ -90,55 +109,60 @@ func BuildModule(ctx context.Context, src, headersDir, out string, log logrus.Fi
 	if err := os.RemoveAll(out); err != nil {
 		return nil, fmt.Errorf("clean build dir: %w", err)
 	}
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		return nil, fmt.Errorf("create build dir: %w", err)
+	if variant != "" {
+		if src, err = variantSources(src, filepath.Join(out, "src"), variant); err != nil {
+			return nil, err
+		}
 	}
-	srcs, err := filepath.Glob(filepath.Join(src, "*.[ch]"))
+	r, err := builder.BuildModule(ctx, builder.ModuleOptions{SrcDir: src, BuildTree: headersDir, OutDir: out,
+		Release: release, Compiler: cc, Log: log})
 	if err != nil {
 		return nil, err
 	}
-	srcs = append(srcs, filepath.Join(src, "Kbuild"))
-	for _, s := range srcs {
+	if variant != "" {
+		info, err := builder.ModuleInfo(r.Path)
+		if err != nil {
+			return nil, err
+		}
+		if info["kmesh_vmtest_variant"] != variant {
+			return nil, fmt.Errorf("build variant %s: %s has no kmesh_vmtest_variant=%s (is %s still in the sources?)", variant, r.Path, variant, VariantSource)
+		}
+	}
+	return &Build{KO: r.Path, Release: release, CC: cc, Vermagic: r.Vermagic, Version: r.Version,
+		Srcversion: r.Srcversion, Took: time.Duration(r.BuildMS * float64(time.Millisecond))}, nil
+}
+
+// variantSources copies the module's sources (Kbuild, *.c, *.h) from src
+// into dst with the variant line appended to VariantSource.
+func variantSources(src, dst, variant string) (string, error) {
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return "", fmt.Errorf("create variant source dir: %w", err)
+	}
+	srcs, err := filepath.Glob(filepath.Join(src, "*.[ch]"))
+	if err != nil {
+		return "", fmt.Errorf("list module sources: %w", err)
+	}
+	found := false
+	for _, s := range append(srcs, filepath.Join(src, "Kbuild")) {
 		if strings.Contains(filepath.Base(s), ".mod.") {
 			continue // kbuild output of an in-place build
 		}
 		b, err := os.ReadFile(s)
 		if err != nil {
-			return nil, fmt.Errorf("read module source: %w", err)
+			return "", fmt.Errorf("read module source: %w", err)
 		}
-		if err := os.WriteFile(filepath.Join(out, filepath.Base(s)), b, 0o644); err != nil {
-			return nil, fmt.Errorf("copy module source: %w", err)
+		if filepath.Base(s) == VariantSource {
+			found = true
+			b = append(b, fmt.Sprintf("\nMODULE_INFO(kmesh_vmtest_variant, %q);\n", variant)...)
+		}
+		if err := os.WriteFile(filepath.Join(dst, filepath.Base(s)), b, 0o644); err != nil {
+			return "", fmt.Errorf("copy module source: %w", err)
 		}
 	}
-	args := []string{"-C", headersDir, "M=" + out}
-	if cc != "" {
-		args = append(args, "CC="+cc)
+	if !found {
+		return "", fmt.Errorf("build variant %s: no %s in %s", variant, VariantSource, src)
 	}
-	args = append(args, "modules")
-	start := time.Now()
-	cmd := exec.CommandContext(ctx, "make", args...)
-	cmd.Env = append(os.Environ(), "LC_ALL=C")
-	var output bytes.Buffer
-	cmd.Stdout = &output
-	cmd.Stderr = &output
-	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("make %s: %w\n%s", strings.Join(args, " "), err, tail(output.String(), 4000))
-	}
-	took := time.Since(start)
-	if strings.Contains(strings.ToLower(output.String()), "warning") {
-		return nil, fmt.Errorf("make %s: warnings:\n%s", strings.Join(args, " "), tail(output.String(), 4000))
-	}
-	ko := filepath.Join(out, ModuleName+".ko")
-	info, err := ModInfo(ko)
-	if err != nil {
-		return nil, err
-	}
-	b := &Build{KO: ko, Release: release, CC: cc, Vermagic: info["vermagic"], Version: info["version"], Took: took}
-	if log != nil {
-		log.WithFields(logrus.Fields{"phase": "kbuild", "release": release, "cc": ccName(cc),
-			"duration_ms": took.Milliseconds()}).Info("kmesh.ko built")
-	}
-	return b, nil
+	return dst, nil
 }
 
 func ccName(cc string) string {
@@ -146,59 +170,4 @@ func ccName(cc string) string {
 		return "kernel's own"
 	}
 	return cc
-}
-
-// ModInfo parses the .modinfo section of a .ko file (key=value strings).
-func ModInfo(ko string) (map[string]string, error) {
-	f, err := elf.Open(ko)
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", ko, err)
-	}
-	defer f.Close()
-	return modInfoELF(f, ko)
-}
-
-// ModInfoBytes parses .modinfo from an in-memory .ko.
-func ModInfoBytes(b []byte, name string) (map[string]string, error) {
-	f, err := elf.NewFile(bytes.NewReader(b))
-	if err != nil {
-		return nil, fmt.Errorf("parse %s: %w", name, err)
-	}
-	defer f.Close()
-	return modInfoELF(f, name)
-}
-
-func modInfoELF(f *elf.File, name string) (map[string]string, error) {
-	sec := f.Section(".modinfo")
-	if sec == nil {
-		return nil, fmt.Errorf("%s: no .modinfo section", name)
-	}
-	data, err := sec.Data()
-	if err != nil {
-		return nil, fmt.Errorf("%s: read .modinfo: %w", name, err)
-	}
-	info := map[string]string{}
-	for _, kv := range bytes.Split(data, []byte{0}) {
-		k, v, ok := strings.Cut(string(kv), "=")
-		if !ok {
-			continue
-		}
-		old, dup := info[k]
-		switch {
-		case !dup:
-			info[k] = v
-		case k == "alias" || k == "depends":
-			info[k] = old + "," + v // repeated keys: comma-joined
-		}
-	}
-	return info, nil
-}
-
-// VermagicRelease is the kernel release a vermagic string names.
-func VermagicRelease(vermagic string) string {
-	f := strings.Fields(vermagic)
-	if len(f) == 0 {
-		return ""
-	}
-	return f[0]
 }

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"kmesh.dev/kmesh/builder"
 )
 
 // KernelModule is one module of the image package, uncompressed.
@@ -77,7 +79,7 @@ func ResolveModules(ctx context.Context, t *KernelTree, names []string) ([]Kerne
 		if err != nil {
 			return err
 		}
-		info, err := ModInfoBytes(data, p)
+		info, err := builder.ModuleInfoFrom(bytes.NewReader(data), p)
 		if err != nil {
 			return err
 		}

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -26,6 +27,17 @@ type Boot struct {
 	Timeout time.Duration // default 3 minutes
 	// Console, if set, also receives the console output as it comes.
 	Console io.Writer
+	// Shares are host directories exported to the guest with virtio-9p.
+	Shares []Share
+}
+
+// Share is a host directory the guest mounts with
+// "mount -t 9p -o trans=virtio,version=9p2000.L <Tag> <Guest>".
+type Share struct {
+	Tag      string // mount_tag (at most 31 bytes)
+	Host     string // host directory
+	Guest    string // where the guest's /init mounts it
+	Writable bool   // default: read-only for the guest
 }
 
 // QEMUArgs is the qemu-system-x86_64 command line for b. TCG only: this
@@ -42,7 +54,7 @@ func (b Boot) QEMUArgs() []string {
 	if b.Append != "" {
 		cmdline += " " + b.Append
 	}
-	return []string{
+	args := []string{
 		"-accel", "tcg,thread=multi",
 		"-smp", strconv.Itoa(cpus),
 		"-m", strconv.Itoa(mem),
@@ -52,6 +64,17 @@ func (b Boot) QEMUArgs() []string {
 		"-initrd", b.Initrd,
 		"-append", cmdline,
 	}
+	for i, sh := range b.Shares {
+		// security_model=none: the guest sees the host's owners and modes
+		// (QEMU runs as root here); multidevs=remap keeps inode numbers
+		// unique when the directory spans several host file systems.
+		opt := fmt.Sprintf("local,id=fs%d,path=%s,mount_tag=%s,security_model=none,multidevs=remap", i, sh.Host, sh.Tag)
+		if !sh.Writable {
+			opt += ",readonly=on"
+		}
+		args = append(args, "-virtfs", opt)
+	}
+	return args
 }
 
 // syncBuffer is a bytes.Buffer safe for QEMU's writer goroutine and readers.
@@ -81,6 +104,9 @@ func (b Boot) Run(ctx context.Context) (string, error) {
 		timeout = 3 * time.Minute
 	}
 	cmd := exec.Command("qemu-system-x86_64", b.QEMUArgs()...)
+	// QEMU must not outlive this process (a go test timeout panics
+	// without running the kill below).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var console syncBuffer
 	var out io.Writer = &console
 	if b.Console != nil {

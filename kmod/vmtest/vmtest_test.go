@@ -1,6 +1,7 @@
 package vmtest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"kmesh.dev/kmesh/builder"
 )
 
 type testWriter struct{ t *testing.T }
@@ -81,88 +84,6 @@ func selectedKernels(t *testing.T) []Kernel {
 	return out
 }
 
-// requiredChecks must be reported as PASS on every kernel: ulptest
-// silently running fewer checks is a failure.
-func requiredChecks() []string {
-	var names []string
-	for _, fam := range []string{"v4", "v6"} {
-		for _, c := range []string{"ulp-name", "defer", "writev", "write", "send", "refused", "nonblock",
-			"nonblock-refused", "close-before-send", "recv-first", "reconnect", "rewrite", "go-dial",
-			"listen-refused", "many"} {
-			names = append(names, c+"/"+fam)
-		}
-	}
-	return append(names, "module/loaded", "no-leak", "rmmod-busy", "rmmod", "ulp-gone")
-}
-
-func TestVM(t *testing.T) {
-	requireTools(t, "qemu-system-x86_64", "make", "apt-get", "dpkg-deb", "xz", "ip", "go")
-	ctx := context.Background()
-	log := testLogger(t)
-	fetcher, err := NewFetcher(log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root := moduleRoot(t)
-	work := t.TempDir()
-	ulptest := filepath.Join(work, "ulptest")
-	if err := GoBinary(ctx, root, "./kmod/vmtest/ulptest", ulptest, false); err != nil {
-		t.Fatal(err)
-	}
-	var results []*Result
-	for _, k := range selectedKernels(t) {
-		k := k
-		t.Run(k.Name, func(t *testing.T) {
-			tree, err := fetcher.Fetch(ctx, k)
-			if err != nil {
-				t.Fatalf("fetch %s: %v", k.Name, err)
-			}
-			b, err := BuildModule(ctx, filepath.Join(root, "kmod"), tree.HeadersDir(), filepath.Join(work, "build-"+k.Name), log)
-			if err != nil {
-				t.Fatalf("build kmesh.ko for %s: %v", tree.Release, err)
-			}
-			if got := VermagicRelease(b.Vermagic); got != tree.Release {
-				t.Fatalf("kmesh.ko vermagic %q, want release %s", b.Vermagic, tree.Release)
-			}
-			cmds := []Command{
-				// The host's ip with its libraries, and veth.ko from the image.
-				{Name: "ip-netns", Args: []string{GuestIP, "netns", "add", "kmesh-vmtest"}},
-				{Name: "ip-veth", Args: []string{GuestIP, "link", "add", "kv0", "type", "veth", "peer", "name", "kv1", "netns", "kmesh-vmtest"}},
-			}
-			cmds = append(cmds, DefaultCommands(b.Version)...)
-			res, err := Run(ctx, Config{
-				Tree:          tree,
-				ModuleKO:      b.KO,
-				KernelModules: []string{"veth"},
-				Files:         []GuestFile{{Path: GuestULPTest, Host: ulptest}},
-				Commands:      cmds,
-				Boot:          Boot{Timeout: 4 * time.Minute},
-				WorkDir:       filepath.Join(work, "vm-"+k.Name),
-				Log:           log,
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("kmesh.ko for %s built with %s in %v; guest:\n%s", tree.Release, ccName(b.CC),
-				b.Took.Round(100*time.Millisecond), res.Summary())
-			results = append(results, res)
-			if err := res.Err(); err != nil {
-				t.Fatal(err)
-			}
-			passed := map[string]bool{}
-			for _, c := range res.Checks {
-				passed[c.Name] = c.Status == "PASS"
-			}
-			for _, name := range requiredChecks() {
-				if !passed[name] {
-					t.Errorf("check %s was not reported as PASS", name)
-				}
-			}
-		})
-	}
-	t.Logf("summary:\n%s", Matrix(results))
-}
-
 // TestKbuild builds kmesh.ko with the real kbuild of each kernel and checks
 // that its vermagic is exactly the one of a module shipped in the kernel's
 // image package (what the kernel compares at insmod).
@@ -207,10 +128,10 @@ func TestKbuild(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := VermagicRelease(b.Vermagic); got != b.Release {
+			if got := builder.VermagicRelease(b.Vermagic); got != b.Release {
 				t.Fatalf("vermagic %q names %s, headers are %s", b.Vermagic, got, b.Release)
 			}
-			info, err := ModInfo(b.KO)
+			info, err := builder.ModuleInfo(b.KO)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -229,7 +150,7 @@ func TestKbuild(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ref, err := ModInfoBytes(mods[len(mods)-1].Data, "veth.ko")
+			ref, err := builder.ModuleInfoFrom(bytes.NewReader(mods[len(mods)-1].Data), "veth.ko")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -298,6 +219,64 @@ func TestParseConsole(t *testing.T) {
 	}
 	if len(res.KernelProblems) != 1 || !strings.Contains(res.KernelProblems[0], "tcp.c") {
 		t.Fatalf("kernel problems %q", res.KernelProblems)
+	}
+}
+
+// TestParseConsoleCommands: per-command output, captured stdout (kernel
+// lines inside it dropped), failed Go tests and guest timings.
+func TestParseConsoleCommands(t *testing.T) {
+	console := "KMESH-VMTEST-CMD-START maps\r\n" +
+		"=== RUN   TestA\r\n--- FAIL: TestA (0.10s)\r\n    --- FAIL: TestA/sub (0.01s)\r\n--- PASS: TestB (0.00s)\r\nFAIL\r\n" +
+		"KMESH-VMTEST-CMD maps EXIT 1 TIME 10.50 12.75\r\n" +
+		"KMESH-VMTEST-CMD-START start\r\n" +
+		"INFO log line on stderr\r\n" +
+		"KMESH-VMTEST-OUT-BEGIN start\r\n{\"decision\": {\"mode\": \"compat\",\r\n[   5.000000] a kernel line\r\n\"reasons\": [\"x\"]}}\r\n\r\nKMESH-VMTEST-OUT-END start\r\n" +
+		"KMESH-VMTEST-CMD start EXIT 0 TIME 12.80 13.00\r\n" +
+		"KMESH-VMTEST-DONE\r\n"
+	res := parseConsole(console)
+	if len(res.Commands) != 2 {
+		t.Fatalf("commands %+v", res.Commands)
+	}
+	maps, start := res.Commands[0], res.Commands[1]
+	if maps.Exit != 1 || strings.Join(maps.FailedTests, ",") != "TestA,TestA/sub" || maps.Took != 2250*time.Millisecond ||
+		!strings.Contains(maps.Output, "--- PASS: TestB") {
+		t.Fatalf("maps: %+v", maps)
+	}
+	st, err := ParseStart(start.Stdout)
+	if err != nil || st.Decision.Mode != "compat" || len(st.Decision.Reasons) != 1 {
+		t.Fatalf("start stdout %q: %+v %v", start.Stdout, st, err)
+	}
+	if strings.Contains(start.Stdout, "kernel line") || !strings.Contains(start.Output, "INFO log line") || strings.Contains(start.Output, "decision") {
+		t.Fatalf("start output %q stdout %q", start.Output, start.Stdout)
+	}
+}
+
+// TestInitScriptHostUsr: the guest's /init with the host's /usr: the 9p
+// modules and mounts come before the merged-/usr links, PATH puts the
+// host's programs first, commands get their directory, environment,
+// timeout and capture.
+func TestInitScriptHostUsr(t *testing.T) {
+	cfg := Config{Tree: &KernelTree{Release: "6.1.0-57-amd64"}, HostUsr: true, KernelTree: true}
+	g := &guestPlan{
+		early:  []Command{{Name: "insmod-9p", Args: []string{"insmod", "/kmesh/modules/9p.ko"}}},
+		shares: []Share{{Tag: "hostusr", Host: "/usr", Guest: "/usr"}},
+		setup: []Command{{Name: "mount-hostusr", Args: []string{"mount", "-t", "9p", "hostusr", "/usr"}},
+			{Name: "merged-usr", Args: []string{"sh", "-c", mergedUsrScript}}},
+		cmds: []Command{{Name: "t", Args: []string{"/kmesh/bin/x.test", "-test.v"}, Dir: "/work/main/daemon", Env: []string{"CLANG=clang-19"},
+			Timeout: 90 * time.Second, Capture: true}},
+	}
+	s := initScript(cfg, g)
+	order := []string{"#!/busybox/sh", "insmod-9p", "mount-hostusr", "merged-usr",
+		"export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/busybox/bin",
+		"(cd '/work/main/daemon' && exec env 'CLANG=clang-19' timeout -s KILL 90 '/kmesh/bin/x.test' '-test.v') </dev/null >/.vmtest/t.out",
+		"KMESH-VMTEST-OUT-BEGIN t", "KMESH-VMTEST-CMD t EXIT $rc TIME $t0 $t1", "poweroff -f"}
+	at := 0
+	for _, want := range order {
+		i := strings.Index(s[at:], want)
+		if i < 0 {
+			t.Fatalf("init script lacks %q after offset %d:\n%s", want, at, s)
+		}
+		at += i + len(want)
 	}
 }
 

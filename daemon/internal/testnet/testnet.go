@@ -15,16 +15,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
 	"kmesh.dev/kmesh/daemon/netns"
 )
 
-// RequireRoot fails (never skips) a test that is not run as root.
+// RequireRoot fails (never skips) a test that is not run as root, and lifts
+// RLIMIT_MEMLOCK as the daemon does (kernels before 5.11 charge BPF maps to
+// it; the QEMU guests' 5.10 runs these tests).
 func RequireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("this test needs root (BPF, netns, cgroups); run go test as root")
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		t.Fatalf("lift RLIMIT_MEMLOCK: %v", err)
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Fatal("iproute2 (ip) not found: run make deps")

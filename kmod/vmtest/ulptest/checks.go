@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"kmesh.dev/kmesh/kmod/vmtest/guestcheck"
 )
 
 type config struct {
@@ -20,28 +22,25 @@ type config struct {
 	rmmod       bool
 }
 
-// errSkip marks a check that does not apply here.
-var errSkip = errors.New("skip")
-
 const (
 	noAcceptWait = 300 * time.Millisecond
 	ioTimeout    = 10 * time.Second
 )
 
 type runner struct {
-	cfg    config
-	out    io.Writer
-	failed int
-	major  int
-	minor  int
+	cfg config
+	out io.Writer
+	guestcheck.Reporter
+	major int
+	minor int
 }
 
 func run(cfg config, out io.Writer) int {
 	major, minor, rel := kernelVersion()
-	r := &runner{cfg: cfg, out: out, major: major, minor: minor}
+	r := &runner{cfg: cfg, out: out, Reporter: guestcheck.Reporter{Out: out}, major: major, minor: minor}
 	fmt.Fprintf(out, "ulptest: kernel %s\n", rel)
 
-	r.check("module/loaded", r.checkLoaded)
+	r.Check("module/loaded", r.checkLoaded)
 	for _, f := range families() {
 		f := f
 		for _, c := range []struct {
@@ -65,39 +64,21 @@ func run(cfg config, out io.Writer) int {
 			{"many", r.checkMany},
 		} {
 			c := c
-			r.check(c.name+"/"+f.name, func() (string, error) { return c.fn(f) })
+			r.Check(c.name+"/"+f.name, func() (string, error) { return c.fn(f) })
 		}
 	}
-	r.check("no-leak", r.checkNoLeak)
+	r.Check("no-leak", r.checkNoLeak)
 	if cfg.rmmod {
-		r.check("rmmod-busy", r.checkRmmodBusy)
-		r.check("rmmod", r.checkRmmod)
-		r.check("ulp-gone", r.checkULPGone)
+		r.Check("rmmod-busy", r.checkRmmodBusy)
+		r.Check("rmmod", r.checkRmmod)
+		r.Check("ulp-gone", r.checkULPGone)
 	}
-	if r.failed > 0 {
-		fmt.Fprintf(out, "ulptest: %d check(s) failed\n", r.failed)
+	if r.Failed > 0 {
+		fmt.Fprintf(out, "ulptest: %d check(s) failed\n", r.Failed)
 		return 1
 	}
 	fmt.Fprintln(out, "ulptest: all checks passed")
 	return 0
-}
-
-func (r *runner) check(name string, fn func() (string, error)) {
-	detail, err := fn()
-	status := "PASS"
-	switch {
-	case errors.Is(err, errSkip):
-		status = "SKIP"
-	case err != nil:
-		status = "FAIL"
-		r.failed++
-		if detail != "" {
-			detail += ": "
-		}
-		detail += err.Error()
-	}
-	detail = strings.ReplaceAll(detail, "\n", " ")
-	fmt.Fprintf(r.out, "KMESH-VMTEST %s %s %s\n", name, status, detail)
 }
 
 func (r *runner) atLeast(major, minor int) bool {
