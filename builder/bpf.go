@@ -33,8 +33,9 @@ type BPFOptions struct {
 	OutDir, GenDir string
 	// FeatureHeader is the rendered kmesh_features.h.
 	FeatureHeader []byte
-	// VmlinuxBTF, when set, is dumped into GenDir/vmlinux.h with Bpftool
-	// (the sources then take UAPI types from it: KMESH_USE_VMLINUX_H).
+	// VmlinuxBTF, when set, is the kernel BTF the UAPI types bpf/ uses are
+	// taken from into GenDir/vmlinux.h (printed as C by Bpftool; the
+	// sources include it under KMESH_USE_VMLINUX_H).
 	VmlinuxBTF string
 	// Enhanced includes the enhanced-mode objects.
 	Enhanced bool
@@ -125,8 +126,20 @@ func CompileBPF(ctx context.Context, o BPFOptions) ([]ObjectReport, error) {
 		return nil, fmt.Errorf("write feature header: %w", err)
 	}
 	if o.VmlinuxBTF != "" {
-		if err := dumpVmlinuxH(ctx, o.Bpftool, o.VmlinuxBTF, filepath.Join(o.GenDir, "vmlinux.h")); err != nil {
+		start := time.Now()
+		out := filepath.Join(o.GenDir, UAPIHeaderName)
+		n, err := deriveUAPIHeader(ctx, o.Bpftool, o.VmlinuxBTF, out)
+		if err != nil {
 			return nil, err
+		}
+		if o.Log != nil {
+			st, _ := os.Stat(out)
+			var size int64
+			if st != nil {
+				size = st.Size()
+			}
+			o.Log.WithFields(logrus.Fields{"phase": "uapi-header", "btf": o.VmlinuxBTF, "root_types": n, "bytes": size,
+				"duration_ms": ms(time.Since(start))}).Info("UAPI header derived from BTF")
 		}
 	}
 	flags := bpfCFlags(o.SrcDir, o.GenDir)
@@ -176,25 +189,6 @@ func compileOne(ctx context.Context, clang string, flags []string, src, outDir s
 	}
 	r.Bytes = st.Size()
 	return r, nil
-}
-
-// dumpVmlinuxH writes the kernel's BTF as C (the UAPI types for sources
-// built when the host's bpf.h is unusable).
-func dumpVmlinuxH(ctx context.Context, bpftool, btfPath, out string) error {
-	tool, err := exec.LookPath(bpftool)
-	if err != nil {
-		return fmt.Errorf("find %s to derive headers from BTF: %w", bpftool, err)
-	}
-	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, tool, "btf", "dump", "file", btfPath, "format", "c")
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("derive vmlinux.h from %s: %w: %s", btfPath, err, tail(stderr.String(), 5))
-	}
-	if err := os.WriteFile(out, stdout.Bytes(), 0o644); err != nil {
-		return fmt.Errorf("write vmlinux.h: %w", err)
-	}
-	return nil
 }
 
 // tail returns the last n lines of s.

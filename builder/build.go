@@ -260,7 +260,12 @@ func cacheInputs(rec *probe.Record, bpfSrc, clang string, header []byte) (map[st
 		return nil, fmt.Errorf("%w: %w (the image ships clang-19; --clang selects another)", ErrNoCompiler, err)
 	}
 	hs := sha256.Sum256(header)
+	uapi := "host linux/bpf.h"
+	if !rec.Inputs.BPFHeaderUsable {
+		uapi = uapiDerivation
+	}
 	return map[string]string{
+		"uapi_header":    uapi,
 		"kernel_release": rec.Kernel.Release,
 		"kernel_version": rec.Kernel.Version,
 		"kconfig_hash":   rec.Inputs.KConfigHash,
