@@ -56,6 +56,9 @@ func Run(ctx context.Context, opts Options) error {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return fmt.Errorf("raise memlock limit (needed before Linux 5.11): %w", err)
 	}
+	if note := opts.xdsNote(); note != "" {
+		log.WithField("xds_address", opts.XDSAddress).Warn(note)
+	}
 
 	// Listen first: a port clash is reported before anything is touched.
 	adminLn, err := net.Listen("tcp", opts.AdminAddr)
@@ -258,6 +261,8 @@ func (d *Daemon) Unenroll(ref string) error {
 // Status is the /status document.
 type Status struct {
 	Mode          string              `json:"mode"`
+	Node          Node                `json:"node"`
+	XDSAddress    string              `json:"xds_address,omitempty"`
 	Notes         []string            `json:"notes,omitempty"`
 	Ready         bool                `json:"ready"`
 	Uptime        string              `json:"uptime"`
@@ -294,6 +299,10 @@ func (d *Daemon) status() Status {
 		Enrolled: d.enrolledList(), Services: []ServiceStatus{}, NotApplied: []config.Note{}}
 	if s.Config == "" {
 		s.Config = "embedded default"
+	}
+	s.Node, s.XDSAddress = d.opts.Node, d.opts.XDSAddress
+	if note := d.opts.xdsNote(); note != "" {
+		s.Notes = append(s.Notes, note)
 	}
 	if d.opts.Mode == "enhanced" {
 		s.Notes = append(s.Notes, "enhanced mode: kmesh.ko is loaded; this version runs the L4 programs only, the L7 programs that decide on a request's first bytes are not part of it, so routes that need the request stay not applied")

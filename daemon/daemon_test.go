@@ -70,6 +70,10 @@ func (e *env) status() Status {
 func TestDaemonTrafficConfigAndEnrollment(t *testing.T) {
 	tp := newTopo(t)
 	e := newEnv(t, baseConfig("echo-a"), tp.Client.Path)
+	// as the DaemonSet sets them (there is no xDS client yet: that must be said, not ignored)
+	e.opts.XDSAddress = "istiod.istio-system.svc:15012"
+	env := map[string]string{"POD_NAME": "kmesh-x1", "NODE_NAME": "node-1", "INSTANCE_IP": "10.0.0.5"}
+	e.opts.Node = NodeFromEnv(func(k string) string { return env[k] })
 	e.start()
 
 	// 90/10 weighted clusters over 1000 new connections, round robin inside "a"
@@ -108,6 +112,13 @@ func TestDaemonTrafficConfigAndEnrollment(t *testing.T) {
 	st := e.status()
 	if len(st.Enrolled) != 1 || st.Enrolled[0].Ref != tp.Client.Path || len(st.Services) != 3 || st.ConfigVersion == "" {
 		t.Errorf("status: enrolled %+v services %d version %q", st.Enrolled, len(st.Services), st.ConfigVersion)
+	}
+	if st.Node.PodName != "kmesh-x1" || st.Node.NodeName != "node-1" || st.Node.InstanceIP != "10.0.0.5" || st.XDSAddress == "" ||
+		len(st.Notes) == 0 || !strings.Contains(st.Notes[0], "no xDS client") || !strings.Contains(st.Notes[0], e.cfg) {
+		t.Errorf("status: node %+v xds %q notes %q", st.Node, st.XDSAddress, st.Notes)
+	}
+	if !strings.Contains(e.log.String(), "no xDS client") {
+		t.Errorf("the log does not say that the xDS address is not used")
 	}
 	if code, body := e.get("/config_dump"); code != 200 || !strings.Contains(body, "echo-a") {
 		t.Errorf("/config_dump: %d %s", code, body)

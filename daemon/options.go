@@ -28,7 +28,40 @@ type Options struct {
 	// (written by kmesh-start); empty or missing files are left out.
 	DecisionPath    string
 	BuildReportPath string
-	Log             logrus.FieldLogger
+	// XDSAddress is the xDS control plane (the DaemonSet's XDS_ADDRESS).
+	// This version has no xDS client: a set address is reported as such in
+	// the log and /status, and the configuration comes from ConfigPath.
+	XDSAddress string
+	// Node is this daemon's identity (the DaemonSet's downward-API env),
+	// shown in /status.
+	Node Node
+	Log  logrus.FieldLogger
+}
+
+// Node identifies the pod and node a daemon runs on.
+type Node struct {
+	PodName      string `json:"pod_name,omitempty"`
+	PodNamespace string `json:"pod_namespace,omitempty"`
+	NodeName     string `json:"node_name,omitempty"`
+	InstanceIP   string `json:"instance_ip,omitempty"`
+}
+
+// NodeFromEnv reads POD_NAME, POD_NAMESPACE, NODE_NAME and INSTANCE_IP.
+func NodeFromEnv(getenv func(string) string) Node {
+	return Node{PodName: getenv("POD_NAME"), PodNamespace: getenv("POD_NAMESPACE"),
+		NodeName: getenv("NODE_NAME"), InstanceIP: getenv("INSTANCE_IP")}
+}
+
+// xdsNote is what /status and the log say about a set XDSAddress.
+func (o *Options) xdsNote() string {
+	if o.XDSAddress == "" {
+		return ""
+	}
+	src := o.ConfigPath
+	if src == "" {
+		src = "the embedded default"
+	}
+	return fmt.Sprintf("xDS address %s is set, but this version has no xDS client: the configuration comes from %s (--config)", o.XDSAddress, src)
 }
 
 // Defaults.

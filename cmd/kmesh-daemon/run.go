@@ -48,6 +48,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		fs.StringVar(&o.MetricsAddr, "metrics-addr", daemon.DefaultMetricsAddr, "Prometheus metrics address (/metrics, /status/metric)")
 		fs.StringVar(&o.DecisionPath, "decision", "", "decision record (JSON) to show in /status")
 		fs.StringVar(&o.BuildReportPath, "build-report", "", "build report (JSON) to show in /status")
+		fs.StringVar(&o.XDSAddress, "xds-address", os.Getenv("XDS_ADDRESS"), "xDS control plane (default $XDS_ADDRESS); this version has no xDS client and says so in the log and /status")
 	}
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -57,6 +58,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		return 2
 	}
 	o.EnrollNetns = enroll
+	o.Node = daemon.NodeFromEnv(os.Getenv)
 	o.Log = log
 	if uninstall {
 		if err := daemon.Uninstall(o); err != nil {
