@@ -61,7 +61,7 @@ func probeBuildTree(h Host, release, version string, kc *KConfig, lookPath func(
 	bt.Path = resolved
 	bt.HostPath = h.hostPath(resolved)
 	checks := []Check{supported("build_tree.present", "%s -> %s", bt.Link, bt.HostPath)}
-	checks = append(checks, kbuildCheck(h, bt))
+	checks = append(checks, kbuildCheck(h, bt, release))
 	checks = append(checks, releaseCheck(h, bt, release, installFix))
 	checks = append(checks, versionCheck(h, bt, version))
 	treeCfg, cfgCheck := treeConfigCheck(h, bt, kc)
@@ -71,9 +71,11 @@ func probeBuildTree(h Host, release, version string, kc *KConfig, lookPath func(
 }
 
 // kbuildCheck verifies the parts kbuild needs for external modules. Debian's
-// trees link scripts/ and tools/ into /usr/lib/linux-kbuild-<ver>: when that
-// is not mapped the links dangle and we name the missing mount.
-func kbuildCheck(h Host, bt *BuildTree) Check {
+// trees link scripts/ and tools/ into /usr/lib/linux-kbuild-<ver> with
+// relative links (../../lib/linux-kbuild-<ver>/scripts): when that directory
+// is not mapped where the links land the links dangle and the fix names the
+// mount.
+func kbuildCheck(h Host, bt *BuildTree, release string) Check {
 	const name = "build_tree.kbuild"
 	var missing []string
 	kbuildDir := ""
@@ -101,19 +103,63 @@ func kbuildCheck(h Host, bt *BuildTree) Check {
 	}
 	fix := "install the complete kernel headers/devel package for this kernel on the host"
 	if kbuildDir != "" {
-		fix = "mount the host's " + kbuildDir + " into the container (Debian/Ubuntu header trees link scripts/ and tools/ there)"
+		fix = kbuildFix(h, kbuildDir, release)
 	}
 	return unsupported(name, fix, "missing: %s", strings.Join(missing, ", "))
 }
 
-// kbuildLinkDir returns /usr/lib/linux-kbuild-<ver> for a path inside it.
+// kbuildLinkDir returns the linux-kbuild-<ver> directory a path lies in, as
+// this process sees it: /usr/lib/linux-kbuild-<ver> when the header tree is
+// seen at /usr/src, /host/usr/lib/linux-kbuild-<ver> when it is seen at
+// /host/usr/src (kmesh's image and DaemonSet).
 func kbuildLinkDir(p string) (string, bool) {
-	rest, ok := strings.CutPrefix(p, "/usr/lib/")
-	if !ok || !strings.HasPrefix(rest, "linux-kbuild-") {
+	const marker = "/usr/lib/linux-kbuild-"
+	i := strings.Index(p, marker)
+	if i < 0 {
 		return "", false
 	}
-	dir, _, _ := strings.Cut(rest, "/")
-	return "/usr/lib/" + dir, true
+	ver, _, _ := strings.Cut(p[i+len("/usr/lib/"):], "/")
+	return p[:i] + "/usr/lib/" + ver, true
+}
+
+// kbuildFix says how to map the host's /usr/lib/linux-kbuild-<ver> to dir,
+// where the header tree's links land (dir as this process names it under
+// the host root).
+func kbuildFix(h Host, dir, release string) string {
+	ver := filepath.Base(dir) // linux-kbuild-6.1
+	hostDir := "/usr/lib/" + ver
+	at := filepath.Join(h.root(), dir)
+	exists := func(p string) bool {
+		r, err := h.Resolve(p)
+		if err != nil {
+			return false
+		}
+		_, err = os.Stat(r)
+		return err == nil
+	}
+	hostUsrLibMounted := false
+	if r, err := h.Resolve("/host/usr/lib"); err == nil {
+		if ents, err := os.ReadDir(r); err == nil && len(ents) > 0 {
+			hostUsrLibMounted = true
+		}
+	}
+	pkg := "linux-kbuild-" + strings.TrimPrefix(ver, "linux-kbuild-")
+	if strings.HasPrefix(dir, "/host/usr/lib/") {
+		if hostUsrLibMounted {
+			return fmt.Sprintf("the host's /usr/lib is mounted at /host/usr/lib but has no %s: install %s on the host (Debian: the package linux-headers-%s depends on)",
+				ver, pkg, release)
+		}
+		return fmt.Sprintf("mount the host's %s at %s, where the header tree's scripts/ and tools/ links land: "+
+			"DaemonSet: volume host-usr-lib (hostPath /usr/lib mounted read-only at /host/usr/lib); "+
+			"docker run: -v /usr/lib:/host/usr/lib:ro (or -v %s:%s:ro)", hostDir, at, hostDir, at)
+	}
+	fix := fmt.Sprintf("mount the host's %s at %s, where the header tree's scripts/ and tools/ links land: docker run -v %s:%s:ro", hostDir, at, hostDir, at)
+	if exists("/host/usr/lib/" + ver) {
+		return fix + "; the host's /usr/lib is mounted at /host/usr/lib, but the links land there only when the host's /usr/src is " +
+			"mounted at /host/usr/src (DaemonSet volume ko-build-path; kmesh's image links /usr/src there)"
+	}
+	return fix + "; the DaemonSet mounts the host's /usr/src at /host/usr/src (volume ko-build-path), where the links land in " +
+		"volume host-usr-lib (hostPath /usr/lib mounted read-only at /host/usr/lib); on the host itself: install " + pkg
 }
 
 func releaseCheck(h Host, bt *BuildTree, release, fix string) Check {
@@ -212,6 +258,12 @@ func ccVersion(text string) (family, major string, ok bool) {
 		return "clang", m[1], true
 	}
 	if strings.Contains(text, "gcc") || strings.Contains(text, "GCC") {
+		// "gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0", or with a build date
+		// after the version: "gcc-10 (Debian 10.2.1-6) 10.2.1 20210110", Red Hat:
+		// "gcc (GCC) 11.4.1 20231218 (Red Hat 11.4.1-3)"
+		if m := gccVersionRe.FindStringSubmatch(text); m != nil {
+			return "gcc", m[1], true
+		}
 		if m := trailingVersionRe.FindStringSubmatch(text); m != nil {
 			return "gcc", m[1], true
 		}
@@ -221,6 +273,7 @@ func ccVersion(text string) (family, major string, ok bool) {
 
 var (
 	clangVersionRe    = regexp.MustCompile(`clang version (\d+)\.\d+`)
+	gccVersionRe      = regexp.MustCompile(`\)\s+(\d+)\.\d+`)
 	trailingVersionRe = regexp.MustCompile(`(\d+)\.\d+(?:\.\d+)?\s*$`)
 )
 

@@ -100,6 +100,7 @@ var compatRequirements = []requirement{
 	{what: "BPF cgroup sock_addr programs", checks: []string{"prog_type.cgroup_sock_addr", "map_type.hash", "cgroup.attach"}},
 	{what: "network-namespace enrollment", checks: []string{"helper.cgroup_sock_addr.get_netns_cookie"}},
 	{what: "mounts for pins and attach", checks: []string{"env.cgroup2", "env.bpffs"}},
+	{what: "an attach point that sees every process (the host's cgroup2 root)", checks: []string{"env.cgroup2_root"}},
 	{what: "privileges", checks: []string{"env.cap_sys_admin", "env.cap_net_admin"}},
 }
 
@@ -161,7 +162,26 @@ func Decide(s *Signals, requested Mode, now time.Time) (*Record, error) {
 			return r, fmt.Errorf("decide mode: %s: %w", strings.Join(compatMissing, "; "), ErrNoMode)
 		}
 	}
+	if n := cgroupNamespaceNote(s); n != "" {
+		r.Reasons = append(r.Reasons, n)
+	}
 	return r, nil
+}
+
+// cgroupNamespaceNote warns when this process has a private cgroup namespace
+// but sees the host's cgroup2 root (the DaemonSet's layout): kmesh can run,
+// only attached there.
+func cgroupNamespaceNote(s *Signals) string {
+	ns, root := s.Check("env.cgroup_namespace"), s.Check("env.cgroup2_root")
+	if ns.Status != Unsupported || !root.OK() {
+		return ""
+	}
+	at := "the cgroup2 root the probe found"
+	if s.Environment != nil && s.Environment.Cgroup2Mount != "" {
+		at = s.Environment.Cgroup2Mount + " (--cgroup2-path=" + s.Environment.Cgroup2Mount + ")"
+	}
+	return "note: env.cgroup_namespace is unsupported (" + ns.Detail + "): kmesh runs because the host's cgroup2 hierarchy is mounted (" +
+		root.Detail + "); the daemon must attach at " + at + ": a cgroup2 mounted inside this namespace would be rooted at this container's own cgroup and see no pod"
 }
 
 // unmet returns one reason per check that keeps a requirement from being met.

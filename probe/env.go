@@ -43,25 +43,37 @@ var wantedCaps = []capProbe{
 	{"CAP_PERFMON", unix.CAP_PERFMON},
 }
 
-func probeEnvironment(bpffsPath string) (*Environment, []Check) {
+// envConfig says where the environment probes look.
+type envConfig struct {
+	host Host
+	// bpffsPath and cgroup2Path are the daemon's pin and attach paths
+	// (cgroup2Path "" = whatever cgroup2 is mounted).
+	bpffsPath, cgroup2Path string
+	// hostProc is where the host's /proc is mounted ("" = nowhere).
+	hostProc string
+}
+
+func probeEnvironment(cfg envConfig) (*Environment, []Check) {
+	bpffsPath := cfg.bpffsPath
 	env := &Environment{BPFFSPath: bpffsPath}
 	var checks []Check
 
-	// cgroup2
+	// cgroup2: where the programs attach, and whether that is the host's root
 	mounts, err := mountinfo.GetMounts(mountinfo.FSTypeFilter("cgroup2", "bpf"))
 	if err != nil {
 		checks = append(checks, inconclusive("env.cgroup2", fmt.Errorf("read mountinfo: %w", err)))
 	}
 	for _, m := range mounts {
-		if m.FSType == "cgroup2" && env.Cgroup2Mount == "" && m.Root == "/" {
-			env.Cgroup2Mount = m.Mountpoint
-		}
 		if m.FSType == "bpf" && path.Clean(m.Mountpoint) == path.Clean(bpffsPath) {
 			env.BPFFSMounted = true
 		}
 	}
+	cg, others, cgErr := findCgroup2(mounts, cfg.cgroup2Path)
+	if cg.mounted {
+		env.Cgroup2Mount = cg.dir
+	}
 	if err == nil {
-		checks = append(checks, mountCheck("env.cgroup2", "cgroup2", env.Cgroup2Mount, "",
+		checks = append(checks, mountCheck("env.cgroup2", "cgroup2", env.Cgroup2Mount, cfg.cgroup2Path,
 			"mount the host's /mnt (the daemon mounts cgroup2 at /mnt/kmesh_cgroup2) and run privileged"))
 		at := ""
 		if env.BPFFSMounted {
@@ -69,6 +81,12 @@ func probeEnvironment(bpffsPath string) (*Environment, []Check) {
 		}
 		checks = append(checks, mountCheck("env.bpffs", "bpf", at, bpffsPath,
 			"mount the host's /sys/fs/bpf into the container (hostPath sys-fs-bpf) and run privileged"))
+	}
+	checks = append(checks, cgroupNamespaceCheck(cfg.host, cfg.hostProc))
+	if cgErr != nil {
+		checks = append(checks, fromErr("env.cgroup2_root", fmt.Errorf("inspect cgroup2 at %s: %w", cfg.cgroup2Path, cgErr), ""))
+	} else {
+		checks = append(checks, cgroup2RootCheck(cg, others))
 	}
 
 	// capabilities
@@ -140,26 +158,12 @@ func memoryLimit() (uint64, string, error) {
 	pid := os.Getpid()
 	mode := cgroups.Mode()
 	if mode == cgroups.Legacy || mode == cgroups.Hybrid {
-		cg, err := cgroup1.Load(cgroup1.PidPath(pid), cgroup1.WithHiearchy(cgroup1.SingleSubsystem(cgroup1.Default, cgroup1.Memory)))
+		l, src, err := memoryLimitV1(pid)
 		if err == nil {
-			m, err := cg.Stat(cgroup1.IgnoreNotExist)
-			if err != nil {
-				return 0, "", fmt.Errorf("read cgroup v1 memory stats: %w", err)
-			}
-			if m.Memory == nil {
-				return 0, "", errors.New("read cgroup v1 memory stats: no memory controller data")
-			}
-			l := m.Memory.HierarchicalMemoryLimit
-			if l == 0 && m.Memory.Usage != nil {
-				l = m.Memory.Usage.Limit
-			}
-			if l >= noLimit {
-				l = 0
-			}
-			return l, "cgroup v1 memory controller", nil
+			return l, src, nil
 		}
-		if mode == cgroups.Legacy {
-			return 0, "", fmt.Errorf("load cgroup v1 memory controller: %w", err)
+		if mode == cgroups.Legacy || !errors.Is(err, errNoV1Memory) {
+			return 0, "", err
 		}
 		// hybrid with memory on the unified hierarchy: fall through
 	}
@@ -197,4 +201,62 @@ func memoryLimit() (uint64, string, error) {
 		limit = 0
 	}
 	return limit, "cgroup v2 " + group, nil
+}
+
+// errNoV1Memory: the memory controller is not on a cgroup v1 hierarchy.
+var errNoV1Memory = errors.New("no cgroup v1 memory controller")
+
+// memoryLimitV1 reads the limit of this process's cgroup v1 memory cgroup.
+//
+// In a container on cgroup v1 (podman, docker with the host's cgroup
+// namespace) /proc/self/cgroup names the cgroup as the host does
+// (/machine.slice/libpod-<id>.scope) while the container's
+// /sys/fs/cgroup/memory is a bind mount of that cgroup alone: the path does
+// not exist under the mount (containerd/cgroups reports ErrCgroupDeleted)
+// and the container's own cgroup is the mount's root. The limit is then read
+// there; the source names the path used.
+func memoryLimitV1(pid int) (uint64, string, error) {
+	hier := cgroup1.WithHiearchy(cgroup1.SingleSubsystem(cgroup1.Default, cgroup1.Memory))
+	own := cgroup1.PidPath(pid)
+	ownPath, err := own(cgroup1.Memory)
+	if errors.Is(err, cgroup1.ErrControllerNotActive) {
+		return 0, "", fmt.Errorf("find the cgroup v1 memory cgroup of pid %d: %w: %w", pid, errNoV1Memory, err)
+	}
+	if err != nil {
+		return 0, "", fmt.Errorf("find the cgroup v1 memory cgroup of pid %d: %w", pid, err)
+	}
+	mnt := "the memory controller's mount"
+	if subs, err := cgroup1.SingleSubsystem(cgroup1.Default, cgroup1.Memory)(); err == nil && len(subs) == 1 {
+		if p, ok := subs[0].(interface{ Path(string) string }); ok {
+			mnt = p.Path("/")
+		}
+	}
+	cg, err := cgroup1.Load(own, hier)
+	src := fmt.Sprintf("cgroup v1 memory %s", ownPath)
+	if errors.Is(err, cgroup1.ErrCgroupDeleted) {
+		root, rootErr := cgroup1.Load(cgroup1.RootPath, hier)
+		if rootErr != nil {
+			return 0, "", fmt.Errorf("load cgroup v1 memory controller: %s (from /proc/self/cgroup) not under %s: %w; its root: %w", ownPath, mnt, err, rootErr)
+		}
+		cg, err = root, nil
+		src = fmt.Sprintf("cgroup v1 memory at the mount root %s: /proc/self/cgroup names %s, which is not under the mount (a container's view: its own cgroup is mounted at the root)", mnt, ownPath)
+	}
+	if err != nil {
+		return 0, "", fmt.Errorf("load cgroup v1 memory controller: %w", err)
+	}
+	m, err := cg.Stat(cgroup1.IgnoreNotExist)
+	if err != nil {
+		return 0, "", fmt.Errorf("read cgroup v1 memory stats (%s): %w", src, err)
+	}
+	if m.Memory == nil {
+		return 0, "", fmt.Errorf("read cgroup v1 memory stats (%s): no memory controller data", src)
+	}
+	l := m.Memory.HierarchicalMemoryLimit
+	if l == 0 && m.Memory.Usage != nil {
+		l = m.Memory.Usage.Limit
+	}
+	if l >= noLimit {
+		l = 0
+	}
+	return l, src, nil
 }

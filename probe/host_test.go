@@ -191,7 +191,71 @@ func TestBuildTree(t *testing.T) {
 		os.RemoveAll(f.path(d + "/scripts"))
 		f.symlink("../../lib/linux-kbuild-6.1/scripts", d+"/scripts")
 		f.symlink(d, "/lib/modules/"+rel+"/build")
-		wantCheck(t, probeFixture(t, f, fakeGCC12(t)), "build_tree.kbuild", Unsupported, "/usr/lib/linux-kbuild-6.1", "mount the host's /usr/lib/linux-kbuild-6.1")
+		c := wantCheck(t, probeFixture(t, f, fakeGCC12(t)), "build_tree.kbuild", Unsupported, "/usr/lib/linux-kbuild-6.1", "mount the host's /usr/lib/linux-kbuild-6.1")
+		wantFix(t, c, "docker run -v /usr/lib/linux-kbuild-6.1:"+f.path("/usr/lib/linux-kbuild-6.1")+":ro",
+			"host's /usr/src at /host/usr/src (volume ko-build-path)", "volume host-usr-lib (hostPath /usr/lib mounted read-only at /host/usr/lib)", "install linux-kbuild-6.1")
+	})
+
+	// kmesh's image and DaemonSet: /usr/src links to /host/usr/src (volume
+	// ko-build-path), the host's /usr/lib is at /host/usr/lib (volume
+	// host-usr-lib): Debian's relative links from the tree land there.
+	daemonSet := func(t *testing.T) (*fixture, string) {
+		f := setup(t)
+		d := "/host/usr/src/linux-headers-" + rel
+		f.buildTree(d, rel, cfg)
+		for _, l := range []string{"scripts", "tools"} {
+			os.RemoveAll(f.path(d + "/" + l))
+			f.symlink("../../lib/linux-kbuild-6.1/"+l, d+"/"+l)
+		}
+		f.symlink("../lib/linux-kbuild-6.1", "/host/usr/src/linux-kbuild-6.1")
+		f.symlink("/host/usr/src", "/usr/src")
+		f.mkdir("/host/usr/lib") // empty in the image
+		f.symlink("/usr/src/linux-headers-"+rel, "/lib/modules/"+rel+"/build")
+		return f, d
+	}
+	kbuildTree := func(f *fixture, dir string) {
+		f.write(dir+"/scripts/basic/fixdep", "")
+		f.write(dir+"/scripts/mod/modpost", "")
+		f.mkdir(dir + "/tools")
+	}
+	t.Run("daemonset: host-usr-lib mounted", func(t *testing.T) {
+		f, d := daemonSet(t)
+		kbuildTree(f, "/host/usr/lib/linux-kbuild-6.1")
+		f.write("/host/usr/lib/os-release", "ID=debian\n")
+		s := probeFixture(t, f, fakeGCC12(t))
+		wantCheck(t, s, "build_tree.present", Supported, d)
+		wantCheck(t, s, "build_tree.kbuild", Supported)
+		if s.BuildTree.HostPath != d || s.BuildTree.Path != f.path(d) {
+			t.Errorf("build tree = %+v", s.BuildTree)
+		}
+	})
+	t.Run("daemonset: host-usr-lib not mounted", func(t *testing.T) {
+		f, d := daemonSet(t)
+		c := wantCheck(t, probeFixture(t, f, fakeGCC12(t)), "build_tree.kbuild", Unsupported,
+			d+"/scripts (-> /host/usr/lib/linux-kbuild-6.1/scripts)")
+		wantFix(t, c, "mount the host's /usr/lib/linux-kbuild-6.1 at "+f.path("/host/usr/lib/linux-kbuild-6.1"),
+			"DaemonSet: volume host-usr-lib (hostPath /usr/lib mounted read-only at /host/usr/lib)",
+			"docker run: -v /usr/lib:/host/usr/lib:ro (or -v /usr/lib/linux-kbuild-6.1:"+f.path("/host/usr/lib/linux-kbuild-6.1")+":ro)")
+	})
+	t.Run("daemonset: host's /usr/lib has no kbuild", func(t *testing.T) {
+		f, _ := daemonSet(t)
+		f.write("/host/usr/lib/os-release", "ID=debian\n")
+		c := wantCheck(t, probeFixture(t, f, fakeGCC12(t)), "build_tree.kbuild", Unsupported, "/host/usr/lib/linux-kbuild-6.1/scripts")
+		wantFix(t, c, "the host's /usr/lib is mounted at /host/usr/lib but has no linux-kbuild-6.1", "install linux-kbuild-6.1 on the host", "linux-headers-"+rel)
+	})
+	t.Run("tree at /usr/src, the host's /usr/lib at /host/usr/lib", func(t *testing.T) {
+		// -v /usr/src:/usr/src in an image whose /usr/src is a directory:
+		// the links land in the container's /usr/lib, not in /host/usr/lib
+		f := setup(t)
+		d := "/usr/src/linux-headers-" + rel
+		f.buildTree(d, rel, cfg)
+		os.RemoveAll(f.path(d + "/scripts"))
+		f.symlink("../../lib/linux-kbuild-6.1/scripts", d+"/scripts")
+		f.symlink(d, "/lib/modules/"+rel+"/build")
+		kbuildTree(f, "/host/usr/lib/linux-kbuild-6.1")
+		c := wantCheck(t, probeFixture(t, f, fakeGCC12(t)), "build_tree.kbuild", Unsupported, d+"/scripts (-> /usr/lib/linux-kbuild-6.1/scripts)")
+		wantFix(t, c, "docker run -v /usr/lib/linux-kbuild-6.1:"+f.path("/usr/lib/linux-kbuild-6.1")+":ro",
+			"the host's /usr/lib is mounted at /host/usr/lib, but the links land there only when the host's /usr/src is mounted at /host/usr/src")
 	})
 }
 
@@ -214,6 +278,31 @@ func TestDebianHeadersTree(t *testing.T) {
 	cfg, err := os.ReadFile(filepath.Join(dir, ".config"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	// the DaemonSet's layout, with the real tree: the image's /usr/src links
+	// to /host/usr/src (volume ko-build-path), the host's /usr/lib is at
+	// /host/usr/lib (volume host-usr-lib)
+	for _, withKbuild := range []bool{true, false} {
+		t.Run(map[bool]string{true: "daemonset layout", false: "daemonset layout without host-usr-lib"}[withKbuild], func(t *testing.T) {
+			f := newFixture(t, rel)
+			f.write("/boot/config-"+rel, string(cfg))
+			f.symlink("/host/usr/src", "/usr/src")
+			bindRO(t, "/usr/src", f.path("/host/usr/src"))
+			bindRO(t, "/lib/modules/"+rel, f.path("/lib/modules/"+rel))
+			f.mkdir("/host/usr/lib")
+			if withKbuild {
+				bindRO(t, kbuild, f.path("/host"+kbuild))
+			}
+			s := Probe(Config{HostRoot: f.root, BPFHeader: "/usr/include/linux/bpf.h"})
+			wantCheck(t, s, "build_tree.present", Supported, "/host"+dir)
+			wantCheck(t, s, "build_tree.release_match", Supported, rel)
+			if withKbuild {
+				wantCheck(t, s, "build_tree.kbuild", Supported)
+			} else {
+				c := wantCheck(t, s, "build_tree.kbuild", Unsupported, "/host"+dir+"/scripts (-> /host"+kbuild+"/scripts)")
+				wantFix(t, c, "DaemonSet: volume host-usr-lib (hostPath /usr/lib mounted read-only at /host/usr/lib)", "-v /usr/lib:/host/usr/lib:ro")
+			}
+		})
 	}
 	for _, withKbuild := range []bool{true, false} {
 		t.Run(map[bool]string{true: "all mounts", false: "kbuild dir not mounted"}[withKbuild], func(t *testing.T) {

@@ -47,7 +47,8 @@ func TestProbeThisHost(t *testing.T) {
 		t.Fatalf("decide: %v\nreasons: %q", err, r.Reasons)
 	}
 	for _, name := range []string{"kernel.release", "btf.vmlinux", "btf.helpers", "prog_type.cgroup_sock_addr", "map_type.hash",
-		"map_type.sk_storage", "helper.cgroup_sock_addr.get_netns_cookie", "cgroup.attach", "kfunc.cgroup_sock_addr", "env.cgroup2", "env.bpffs", "env.cap_sys_admin"} {
+		"map_type.sk_storage", "helper.cgroup_sock_addr.get_netns_cookie", "cgroup.attach", "kfunc.cgroup_sock_addr", "env.cgroup2", "env.bpffs", "env.cap_sys_admin",
+		"env.cgroup_namespace", "env.cgroup2_root", "env.memory_limit"} {
 		if c := s.Check(name); !c.OK() {
 			t.Errorf("%s: %s (%s)", name, c.Status, c.Detail)
 		}

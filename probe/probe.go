@@ -22,6 +22,15 @@ type Config struct {
 	BPFHeader string
 	// BPFFSPath is where the daemon pins (default /sys/fs/bpf).
 	BPFFSPath string
+	// Cgroup2Path is where the daemon attaches its programs (its
+	// --cgroup2-path). Empty: the probe looks at the cgroup2 mounts it sees
+	// and prefers one of the hierarchy's root.
+	Cgroup2Path string
+	// HostProc is where the host's /proc is mounted (default /host/proc, the
+	// DaemonSet's host-procfs volume): the host's PID 1 there tells the
+	// host's cgroup namespace (a directory that is not a proc mount is
+	// skipped).
+	HostProc string
 	// Live runs the live kernel probes (program loads, map creation, cgroup
 	// attach). Tests on fixture trees turn it off.
 	Live bool
@@ -86,6 +95,9 @@ func Probe(cfg Config) *Signals {
 	if cfg.LookPath == nil {
 		cfg.LookPath = exec.LookPath
 	}
+	if cfg.HostProc == "" {
+		cfg.HostProc = DefaultHostProc
+	}
 	log := cfg.Log
 	if log == nil {
 		l := logrus.New()
@@ -131,7 +143,7 @@ func Probe(cfg Config) *Signals {
 		return c
 	})
 	phase("environment", func() []Check {
-		env, c := probeEnvironment(cfg.BPFFSPath)
+		env, c := probeEnvironment(envConfig{host: h, bpffsPath: cfg.BPFFSPath, cgroup2Path: cfg.Cgroup2Path, hostProc: cfg.HostProc})
 		s.Environment = env
 		return c
 	})
