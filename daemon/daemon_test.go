@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"net/http"
 	"os"
@@ -274,17 +275,25 @@ func TestUninstallLeavesNothing(t *testing.T) {
 	if err := Uninstall(e.opts); err != nil {
 		t.Fatal(err)
 	}
+	// The kernel frees detached links and their programs after an RCU
+	// grace period (slow under TCG): wait for them to go.
 	for _, id := range ids {
-		if l, err := link.NewFromID(id); err == nil {
-			l.Close()
-			t.Errorf("link %d survived uninstall", id)
-		}
+		waitFor(t, fmt.Sprintf("link %d to be freed after uninstall", id), func() bool {
+			l, err := link.NewFromID(id)
+			if err == nil {
+				l.Close()
+			}
+			return err != nil
+		})
 	}
 	for _, id := range progs {
-		if p, err := ebpf.NewProgramFromID(id); err == nil {
-			p.Close()
-			t.Errorf("program %d survived uninstall", id)
-		}
+		waitFor(t, fmt.Sprintf("program %d to be freed after uninstall", id), func() bool {
+			p, err := ebpf.NewProgramFromID(id)
+			if err == nil {
+				p.Close()
+			}
+			return err != nil
+		})
 	}
 	if _, err := os.Stat(filepath.Join(e.opts.BPFFSPath, "kmesh")); !os.IsNotExist(err) {
 		t.Errorf("pin directory survived: %v", err)

@@ -184,7 +184,7 @@ func (e *env) do(method, url string) (int, string) {
 // waitFor polls cond for up to 5 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(10 * time.Second) // generous: the QEMU guests run these under TCG
 	for time.Now().Before(deadline) {
 		if cond() {
 			return

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -26,10 +27,18 @@ func Uninstall(cfg Config) error {
 			errs = append(errs, fmt.Errorf("open pinned link %s: %w", p, err))
 			continue
 		}
+		// Detach now: dropping the last reference detaches too, but the
+		// kernel frees an unpinned link only after an RCU grace period and
+		// a work item, so until then the program would still run (seen on
+		// 5.10). LINK_DETACH needs 5.9; before that the last reference is
+		// the way.
+		if err := l.Detach(); err != nil && !errors.Is(err, ebpf.ErrNotSupported) {
+			errs = append(errs, fmt.Errorf("detach link %s: %w", p, err))
+		}
 		if err := l.Unpin(); err != nil {
 			errs = append(errs, fmt.Errorf("unpin link %s: %w", p, err))
 		}
-		l.Close() // the last reference: the program is detached
+		l.Close()
 		log.WithField("pin", p).Info("detached")
 	}
 	maps, _ := filepath.Glob(filepath.Join(cfg.pinRoot(), "maps", "*"))

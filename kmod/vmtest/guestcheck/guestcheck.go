@@ -15,7 +15,9 @@ var ErrSkip = errors.New("skip")
 
 // Reporter counts failures while printing check lines to Out.
 type Reporter struct {
-	Out    io.Writer
+	Out io.Writer
+	// Prefix is put before every check name ("load/").
+	Prefix string
 	Failed int
 }
 
@@ -36,6 +38,6 @@ func (r *Reporter) Check(name string, fn func() (string, error)) bool {
 		}
 		detail += err.Error()
 	}
-	fmt.Fprintf(r.Out, "KMESH-VMTEST %s %s %s\n", name, status, strings.ReplaceAll(detail, "\n", " "))
+	fmt.Fprintf(r.Out, "KMESH-VMTEST %s%s %s %s\n", r.Prefix, name, status, strings.ReplaceAll(detail, "\n", " "))
 	return err == nil
 }

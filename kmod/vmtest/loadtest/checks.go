@@ -33,7 +33,7 @@ type runner struct {
 func run(cfg config, out io.Writer) int {
 	var u unix.Utsname
 	_ = unix.Uname(&u)
-	r := &runner{cfg: cfg, out: out, Reporter: guestcheck.Reporter{Out: out}, release: unix.ByteSliceToString(u.Release[:])}
+	r := &runner{cfg: cfg, out: out, Reporter: guestcheck.Reporter{Out: out, Prefix: "load/"}, release: unix.ByteSliceToString(u.Release[:])}
 	fmt.Fprintf(out, "loadtest: kernel %s\n", r.release)
 
 	if !r.Check("modinfo", r.checkModInfo) {
