@@ -115,8 +115,10 @@ func Run(ctx context.Context, opts Options) error {
 	go func() { errc <- serve(admin, adminLn, "admin") }()
 	go func() { errc <- serve(mets, metricsLn, "metrics") }()
 	if opts.ConfigPath != "" {
+		applied := d.loadedContent
+		d.loadedContent = nil // the watcher keeps only its hash
 		go func() {
-			err := config.Watch(ctx, opts.ConfigPath, config.WatchOptions{Log: opts.Log, Applied: d.loadedContent}, d.applyModel, d.setError)
+			err := config.Watch(ctx, opts.ConfigPath, config.WatchOptions{Log: opts.Log, Applied: applied}, d.applyModel, d.setError)
 			if err != nil && !errors.Is(err, context.Canceled) {
 				errc <- fmt.Errorf("watch config: %w", err)
 			}

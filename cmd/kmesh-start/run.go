@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -68,7 +69,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, exec exec
 
 	// 2. probe and decide
 	t = time.Now()
-	sig := probe.Probe(probe.Config{HostRoot: o.hostRoot, BPFHeader: o.bpfHeader, BPFFSPath: o.bpffsPath, Live: true, Log: log})
+	sig := probe.Probe(probe.Config{HostRoot: o.hostRoot, BPFHeader: o.bpfHeader, BPFFSPath: o.bpffsPath, Cgroup2Path: o.cgroup2Path, Live: true, Log: log})
 	rec, err := probe.Decide(sig, mode, time.Now())
 	if err != nil {
 		for _, r := range rec.Reasons {
@@ -81,6 +82,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, exec exec
 		return 1
 	}
 	phase("probe", t, logrus.Fields{"mode": rec.Mode, "checks": len(rec.Checks)})
+	// The probe's garbage (kernel BTF decoded, probe programs) is returned
+	// before the compilers run: the start's peak is counted against the
+	// container's memory limit.
+	debug.FreeOSMemory()
 	for _, r := range rec.Reasons {
 		l.WithField("reason", r).Info("decision")
 	}
@@ -123,7 +128,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, exec exec
 	}
 	argv = append(argv, o.daemonArgs...)
 	phase("start", begin, logrus.Fields{"daemon": daemon, "args": argv[1:]})
-	if err := exec(daemon, argv, os.Environ()); err != nil {
+	if err := exec(daemon, argv, daemonEnv(os.Environ(), rec, l)); err != nil {
 		l.WithError(err).Error("exec kmesh-daemon")
 		return 1
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"kmesh.dev/kmesh/daemon"
+	"kmesh.dev/kmesh/daemon/config/configtest"
 	"kmesh.dev/kmesh/daemon/internal/testnet"
 )
 
@@ -162,7 +163,7 @@ func (tp *topo) startDaemon(b *testing.B) {
 	b.Helper()
 	base := b.TempDir()
 	cfg := filepath.Join(base, "kmesh.yaml")
-	writeFileAtomic(b, cfg, bootstrap([]service{{name: svcName, vip: vipAddr, endpoints: []string{backendAddr}}}))
+	writeFileAtomic(b, cfg, configtest.YAML([]configtest.Service{{Name: svcName, VIP: vipAddr, Endpoints: []string{backendAddr}}}))
 	tp.dlog = &capBuffer{max: 1 << 20}
 	log := logrus.New()
 	log.SetOutput(tp.dlog)

@@ -1,6 +1,7 @@
 package config_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"testing"
@@ -9,9 +10,11 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"kmesh.dev/kmesh/daemon/config"
+	"kmesh.dev/kmesh/daemon/config/configtest"
 )
 
 // benchInput builds n tcp_proxy services, each with its own cluster of eps
@@ -108,4 +111,98 @@ func BenchmarkParseBootstrapDefault(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// largeBootstrap renders n tcp_proxy services of eps endpoints each as the
+// daemon benchmark (daemon/bench) writes them.
+func largeBootstrap(n, eps int, format config.Format) []byte {
+	svcs := configtest.Large(n, eps, 8080)
+	if format == config.FormatJSON {
+		return []byte(configtest.JSON(svcs))
+	}
+	return []byte(configtest.YAML(svcs))
+}
+
+// BenchmarkDecodeYAML10k decodes the 10,000 services × 10 endpoints
+// bootstrap in YAML (15 MB). Baselines in the same run: "node-tree" only
+// parses the YAML into yaml.Node (the floor of any node-based path),
+// "reference" is the former path through map[string]any and encoding/json.
+func BenchmarkDecodeYAML10k(b *testing.B) {
+	data := largeBootstrap(10000, 10, config.FormatYAML)
+	b.Run("node-tree", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(data)))
+		for b.Loop() {
+			var n yaml.Node
+			if err := yaml.Unmarshal(data, &n); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("reference", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(data)))
+		for b.Loop() {
+			bs, err := config.RefDecodeBootstrap(data, config.FormatYAML)
+			if err != nil || len(bs.GetStaticResources().GetClusters()) != 10000 {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("decode", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(data)))
+		for b.Loop() {
+			bs, err := config.DecodeBootstrap(data, config.FormatYAML)
+			if err != nil || len(bs.GetStaticResources().GetClusters()) != 10000 {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("parse", func(b *testing.B) { // decode + translate
+		b.ReportAllocs()
+		b.SetBytes(int64(len(data)))
+		for b.Loop() {
+			m, err := config.ParseBootstrap(data, config.FormatYAML)
+			if err != nil || len(m.Services) != 10000 {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkDecodeJSON10k is BenchmarkDecodeYAML10k for the same bootstrap in
+// JSON (13.6 MB). Baseline: encoding/json decoding it into any.
+func BenchmarkDecodeJSON10k(b *testing.B) {
+	data := largeBootstrap(10000, 10, config.FormatJSON)
+	b.Run("baseline-encoding-json", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(data)))
+		for b.Loop() {
+			var v any
+			if err := json.Unmarshal(data, &v); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("decode", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(data)))
+		for b.Loop() {
+			bs, err := config.DecodeBootstrap(data, config.FormatJSON)
+			if err != nil || len(bs.GetStaticResources().GetClusters()) != 10000 {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("parse", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(data)))
+		for b.Loop() {
+			m, err := config.ParseBootstrap(data, config.FormatJSON)
+			if err != nil || len(m.Services) != 10000 {
+				b.Fatal(err)
+			}
+		}
+	})
 }

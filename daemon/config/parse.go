@@ -91,10 +91,20 @@ func readLimited(path string) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, MaxConfigBytes+1))
-	if err != nil {
+	// Sized from the file (as os.ReadFile does): io.ReadAll would allocate
+	// twice the file, 30 MB of garbage for a 15 MB config.
+	size := 0
+	if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
+		if st.Size() > MaxConfigBytes {
+			return nil, fmt.Errorf("read config: larger than %d bytes", MaxConfigBytes)
+		}
+		size = int(st.Size())
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, size+bytes.MinRead))
+	if _, err := buf.ReadFrom(io.LimitReader(f, MaxConfigBytes+1)); err != nil {
 		return nil, err
 	}
+	data := buf.Bytes()
 	if len(data) > MaxConfigBytes {
 		return nil, fmt.Errorf("read config: larger than %d bytes", MaxConfigBytes)
 	}
@@ -138,7 +148,6 @@ func DecodeBootstrap(data []byte, format Format) (*bootstrapv3.Bootstrap, error)
 		}
 	}
 	jsonData := data
-	var doc *yaml.Node
 	switch format {
 	case FormatJSON:
 		if len(trimmed) == 0 {
@@ -146,7 +155,10 @@ func DecodeBootstrap(data []byte, format Format) (*bootstrapv3.Bootstrap, error)
 		}
 	case FormatYAML:
 		var err error
-		jsonData, doc, err = yamlToJSON(data)
+		// The node tree is not kept: it is several times the size of the
+		// JSON (~240 MiB for a 15 MB file) and is needed again only to
+		// locate an error, which is rare; then the YAML is parsed again.
+		jsonData, err = yamlToJSON(data)
 		if err != nil {
 			return nil, fmt.Errorf("parse bootstrap: %w", err)
 		}
@@ -155,7 +167,11 @@ func DecodeBootstrap(data []byte, format Format) (*bootstrapv3.Bootstrap, error)
 	}
 	b := new(bootstrapv3.Bootstrap)
 	if err := protojson.Unmarshal(jsonData, b); err != nil {
-		return nil, fmt.Errorf("parse bootstrap: %w", locate(err, jsonData, doc))
+		var yamlData []byte
+		if format == FormatYAML {
+			yamlData = data
+		}
+		return nil, fmt.Errorf("parse bootstrap: %w", locate(err, jsonData, yamlData))
 	}
 	return b, nil
 }
@@ -164,46 +180,49 @@ func DecodeBootstrap(data []byte, format Format) (*bootstrapv3.Bootstrap, error)
 
 var yamlLineRE = regexp.MustCompile(`line (\d+)`)
 
-// yamlToJSON converts one YAML document to JSON, returning the parsed node
-// tree too (to locate errors later).
-func yamlToJSON(data []byte) (out []byte, doc *yaml.Node, err error) {
+// yamlToJSON converts one YAML document to JSON.
+func yamlToJSON(data []byte) (out []byte, err error) {
 	defer func() {
 		// The YAML library has panicked on hostile input before; a config
 		// file must never take the daemon down.
 		if r := recover(); r != nil {
-			out, doc, err = nil, nil, &ParseError{Msg: fmt.Sprintf("invalid YAML: %v", r)}
+			out, err = nil, &ParseError{Msg: fmt.Sprintf("invalid YAML: %v", r)}
+		}
+	}()
+	doc, err := parseYAML(data)
+	if err != nil {
+		return nil, err
+	}
+	// The JSON of a block-style YAML file is ~0.9 times its size.
+	return nodeJSON(make([]byte, 0, len(data)+len(data)/8), doc)
+}
+
+// parseYAML parses data, which must hold one YAML document, into a node
+// tree.
+func parseYAML(data []byte) (doc *yaml.Node, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			doc, err = nil, &ParseError{Msg: fmt.Sprintf("invalid YAML: %v", r)}
 		}
 	}()
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	doc = new(yaml.Node)
 	if err := dec.Decode(doc); err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, nil, ErrEmpty
+			return nil, ErrEmpty
 		}
-		return nil, nil, yamlError(err)
+		return nil, yamlError(err)
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); err == nil {
-		return nil, nil, &ParseError{Line: extra.Line, Column: extra.Column, Msg: "more than one YAML document; a bootstrap is one document"}
+		return nil, &ParseError{Line: extra.Line, Column: extra.Column, Msg: "more than one YAML document; a bootstrap is one document"}
 	} else if !errors.Is(err, io.EOF) {
-		return nil, nil, yamlError(err)
+		return nil, yamlError(err)
 	}
 	if len(doc.Content) == 0 || (doc.Content[0].Kind == yaml.ScalarNode && doc.Content[0].ShortTag() == "!!null") {
-		return nil, nil, ErrEmpty
+		return nil, ErrEmpty
 	}
-	var v any
-	if err := doc.Decode(&v); err != nil {
-		return nil, nil, yamlError(err)
-	}
-	v, err = jsonable(v)
-	if err != nil {
-		return nil, nil, &ParseError{Msg: err.Error()}
-	}
-	out, err = json.Marshal(v)
-	if err != nil {
-		return nil, nil, &ParseError{Msg: fmt.Sprintf("convert YAML to JSON: %v", err)}
-	}
-	return out, doc, nil
+	return doc, nil
 }
 
 func yamlError(err error) error {
@@ -215,54 +234,15 @@ func yamlError(err error) error {
 	return pe
 }
 
-// jsonable turns YAML-decoded values into ones encoding/json accepts:
-// mappings with non-string keys get their keys formatted as strings.
-func jsonable(v any) (any, error) {
-	switch x := v.(type) {
-	case map[string]any:
-		for k, e := range x {
-			j, err := jsonable(e)
-			if err != nil {
-				return nil, err
-			}
-			x[k] = j
-		}
-		return x, nil
-	case map[any]any:
-		out := make(map[string]any, len(x))
-		for k, e := range x {
-			j, err := jsonable(e)
-			if err != nil {
-				return nil, err
-			}
-			ks := fmt.Sprint(k)
-			if _, dup := out[ks]; dup {
-				return nil, fmt.Errorf("invalid YAML: mapping key %q appears twice", ks)
-			}
-			out[ks] = j
-		}
-		return out, nil
-	case []any:
-		for i, e := range x {
-			j, err := jsonable(e)
-			if err != nil {
-				return nil, err
-			}
-			x[i] = j
-		}
-		return x, nil
-	}
-	return v, nil
-}
-
 // ---- error location ----
 
 var protoPosRE = regexp.MustCompile(`\(line (\d+):(\d+)\): (.*)$`)
 var resolveRE = regexp.MustCompile(`^unable to resolve "([^"]*)"`)
 
 // locate turns a protojson error into a *ParseError with the field path and,
-// for YAML input, the position in the YAML text.
-func locate(err error, jsonData []byte, doc *yaml.Node) error {
+// for YAML input (yamlData not nil), the position in the YAML text, found by
+// parsing it again.
+func locate(err error, jsonData, yamlData []byte) error {
 	msg := err.Error()
 	pe := &ParseError{Msg: msg}
 	m := protoPosRE.FindStringSubmatch(msg)
@@ -282,8 +262,12 @@ func locate(err error, jsonData []byte, doc *yaml.Node) error {
 	}
 	path := jsonPath(jsonData, offsetOf(jsonData, line, col))
 	pe.Path = path.String()
-	if doc == nil {
+	if yamlData == nil {
 		pe.Line, pe.Column = line, col
+		return pe
+	}
+	doc, derr := parseYAML(yamlData)
+	if derr != nil { // it parsed a moment ago
 		return pe
 	}
 	if n := path.find(doc); n != nil {

@@ -82,9 +82,12 @@ func Watch(ctx context.Context, path string, opts WatchOptions, onChange func(*M
 	}
 	if opts.Applied != nil {
 		w.applied, w.haveApp = sha256.Sum256(opts.Applied), true
+		opts.Applied = nil // only the hash is kept (a large file stays out of the heap)
 	}
 	w.resync()
 	w.reload()
+	// after the first pass: a reload from here on is a change of the file
+	w.log.WithFields(logrus.Fields{"phase": "watch", "poll_interval": opts.PollInterval}).Info("watching config")
 
 	debounce := time.NewTimer(time.Hour)
 	debounce.Stop()
