@@ -169,6 +169,9 @@ func TestBuildFromBTFHeaders(t *testing.T) {
 			t.Errorf("%s lacks %q", UAPIHeaderName, want)
 		}
 	}
+	if strings.Count(string(vh), "BPF_F_NO_PREALLOC") != 1 || !strings.Contains(string(vh), "#ifndef KMESH_UAPI_FLAGS") {
+		t.Errorf("%s: the UAPI flags are not there once, guarded", UAPIHeaderName)
+	}
 	if strings.Contains(string(vh), "struct task_struct {") {
 		t.Errorf("%s holds kernel-internal types (struct task_struct)", UAPIHeaderName)
 	}

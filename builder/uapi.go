@@ -39,13 +39,44 @@ func uapiTypes() (required, optional []string) {
 	return required, optional
 }
 
+// uapiFlags are the constants bpf/ uses that linux/bpf.h defines in
+// anonymous enums. They are not in the subset (finding an anonymous enum
+// means decoding every type of the kernel's BTF: ~50 MiB of heap, more
+// than clang needs for the compile) and are written after it instead. They
+// are UAPI: their values cannot change; TestUAPIFlagsMatchKernel checks
+// them against the running kernel's BTF.
+func uapiFlags() []struct {
+	Name  string
+	Value uint64
+} {
+	return []struct {
+		Name  string
+		Value uint64
+	}{
+		{"BPF_ANY", 0}, {"BPF_NOEXIST", 1}, {"BPF_EXIST", 2}, {"BPF_F_LOCK", 4},
+		{"BPF_F_NO_PREALLOC", 1},
+		{"BPF_SK_STORAGE_GET_F_CREATE", 1},
+	}
+}
+
+func uapiFlagsC() string {
+	var b strings.Builder
+	b.WriteString("\n/* UAPI flags of linux/bpf.h's anonymous enums (builder/uapi.go: uapiFlags) */\n" +
+		"#ifndef KMESH_UAPI_FLAGS\n#define KMESH_UAPI_FLAGS\nenum {\n")
+	for _, f := range uapiFlags() {
+		fmt.Fprintf(&b, "\t%s = %d,\n", f.Name, f.Value)
+	}
+	b.WriteString("};\n#endif\n")
+	return b.String()
+}
+
 // errUAPIType: the kernel's BTF lacks a type bpf/ needs.
 var errUAPIType = errors.New("type missing from the kernel's BTF")
 
 // deriveUAPIHeader writes the UAPI types bpf/ uses, taken from the BTF at
-// btfPath, as C into out: the types of uapiTypes and the anonymous enums
-// of BPF_ constants (flags such as BPF_F_NO_PREALLOC), with everything they
-// reference, are marshalled into a small BTF blob that bpftool prints as C.
+// btfPath, as C into out: the types of uapiTypes, with everything they
+// reference, are marshalled into a small BTF blob that bpftool prints as C;
+// uapiFlags follow.
 func deriveUAPIHeader(ctx context.Context, bpftool, btfPath, out string) (int, error) {
 	tool, err := exec.LookPath(bpftool)
 	if err != nil {
@@ -67,14 +98,6 @@ func deriveUAPIHeader(ctx context.Context, bpftool, btfPath, out string) (int, e
 		}
 		roots = append(roots, ts...)
 	}
-	for typ, err := range spec.All() {
-		if err != nil {
-			return 0, fmt.Errorf("derive %s: read BTF %s: %w", UAPIHeaderName, btfPath, err)
-		}
-		if e, ok := typ.(*btf.Enum); ok && e.Name == "" && len(e.Values) > 0 && strings.HasPrefix(e.Values[0].Name, "BPF_") {
-			roots = append(roots, e)
-		}
-	}
 	b, err := btf.NewBuilder(roots, nil)
 	if err != nil {
 		return 0, fmt.Errorf("derive %s: collect types: %w", UAPIHeaderName, err)
@@ -94,6 +117,7 @@ func deriveUAPIHeader(ctx context.Context, bpftool, btfPath, out string) (int, e
 	if err := cmd.Run(); err != nil {
 		return 0, fmt.Errorf("derive %s from %s: %s: %w: %s", UAPIHeaderName, btfPath, bpftool, err, tail(stderr.String(), 5))
 	}
+	stdout.WriteString(uapiFlagsC())
 	if err := os.WriteFile(out, stdout.Bytes(), 0o644); err != nil {
 		return 0, fmt.Errorf("write %s: %w", UAPIHeaderName, err)
 	}

@@ -47,3 +47,29 @@ func TestDeriveUAPIHeaderBadBTF(t *testing.T) {
 		t.Errorf("no bpftool: %v", err)
 	}
 }
+
+// The flags written after the BTF subset have the running kernel's values
+// (decoding every type of its BTF, which the builder avoids at run time).
+func TestUAPIFlagsMatchKernel(t *testing.T) {
+	spec, err := btf.LoadSpec("/sys/kernel/btf/vmlinux")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kernel := map[string]uint64{}
+	for typ, err := range spec.All() {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e, ok := typ.(*btf.Enum); ok {
+			for _, v := range e.Values {
+				kernel[v.Name] = v.Value
+			}
+		}
+	}
+	for _, f := range uapiFlags() {
+		v, ok := kernel[f.Name]
+		if !ok || v != f.Value {
+			t.Errorf("%s = %d here, the kernel's BTF has %d (present %v)", f.Name, f.Value, v, ok)
+		}
+	}
+}

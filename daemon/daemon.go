@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,13 +37,13 @@ type Daemon struct {
 	applier  *apply.Applier
 	ready    bool
 	enrolled map[uint64]string // cookie -> the reference it was enrolled by
-	// loadedContent is the config file as applied at start, so the watcher
-	// does not parse it a second time.
-	loadedContent []byte
-	lastError     string
-	lastApply     *apply.Result
-	applies       int
-	started       time.Time
+	// loadedSum is the SHA-256 of the config file as applied at start, so
+	// the watcher does not parse it a second time (the bytes are not kept).
+	loadedSum *[sha256.Size]byte
+	lastError string
+	lastApply *apply.Result
+	applies   int
+	started   time.Time
 }
 
 // Run starts the daemon and blocks until ctx ends or a server fails. On
@@ -115,10 +116,8 @@ func Run(ctx context.Context, opts Options) error {
 	go func() { errc <- serve(admin, adminLn, "admin") }()
 	go func() { errc <- serve(mets, metricsLn, "metrics") }()
 	if opts.ConfigPath != "" {
-		applied := d.loadedContent
-		d.loadedContent = nil // the watcher keeps only its hash
 		go func() {
-			err := config.Watch(ctx, opts.ConfigPath, config.WatchOptions{Log: opts.Log, Applied: applied}, d.applyModel, d.setError)
+			err := config.Watch(ctx, opts.ConfigPath, config.WatchOptions{Log: opts.Log, Applied: d.loadedSum}, d.applyModel, d.setError)
 			if err != nil && !errors.Is(err, context.Canceled) {
 				errc <- fmt.Errorf("watch config: %w", err)
 			}
@@ -164,7 +163,7 @@ func (d *Daemon) loadConfig() (*config.Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load config: %w", err)
 	}
-	d.loadedContent = content
+	d.loadedSum = config.AppliedSum(content)
 	d.log.WithFields(logrus.Fields{"config": d.opts.ConfigPath, "version": m.Version}).Info("config loaded")
 	return m, nil
 }

@@ -23,12 +23,19 @@ type WatchOptions struct {
 	// systems) and the only mechanism off Linux. Default 10s; negative
 	// disables polling (off Linux that leaves only the initial load).
 	PollInterval time.Duration
-	// Applied is the file content the caller has already applied (read at
-	// start): identical content is not parsed again on the first pass.
-	Applied []byte
+	// Applied is the SHA-256 of the file content the caller has already
+	// applied (read at start; AppliedSum computes it): identical content is
+	// not parsed again on the first pass, and the caller need not keep it.
+	Applied *[sha256.Size]byte
 	// Log receives one line per applied or rejected config. Default: the
 	// logrus standard logger.
 	Log logrus.FieldLogger
+}
+
+// AppliedSum is the WatchOptions.Applied of content.
+func AppliedSum(content []byte) *[sha256.Size]byte {
+	sum := sha256.Sum256(content)
+	return &sum
 }
 
 // Watch applies the configuration file at path and every later version of
@@ -81,8 +88,7 @@ func Watch(ctx context.Context, path string, opts WatchOptions, onChange func(*M
 		log:      opts.Log.WithFields(logrus.Fields{"subsys": "config", "path": abs}),
 	}
 	if opts.Applied != nil {
-		w.applied, w.haveApp = sha256.Sum256(opts.Applied), true
-		opts.Applied = nil // only the hash is kept (a large file stays out of the heap)
+		w.applied, w.haveApp = *opts.Applied, true
 	}
 	w.resync()
 	w.reload()

@@ -332,7 +332,7 @@ func TestWatchArgs(t *testing.T) {
 func TestWatchAppliedSkipsFirstPass(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "bootstrap.yaml")
 	write(t, p, cfgVersion(t, 1))
-	r := startWatch(t, p, config.WatchOptions{Applied: cfgVersion(t, 1)}, nil)
+	r := startWatch(t, p, config.WatchOptions{Applied: config.AppliedSum(cfgVersion(t, 1))}, nil)
 	r.quiet(t)
 	write(t, p, cfgVersion(t, 2))
 	r.wantModel(t, 2)

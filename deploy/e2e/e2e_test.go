@@ -332,19 +332,19 @@ func testDaemonSetLifecycle(t *testing.T, e *env, img string) {
 			t.Errorf("the start peaked at %.0f MiB, above the DaemonSet's memory request %.0f MiB", mib(peak), mib(spec.request))
 		}
 	}
-	// the heavier build: headers from BTF (vmlinux.h), as on a node without a
-	// usable bpf.h; in the same cgroup, on top of the running daemon
-	if err := resetMemoryPeak(e, name); err != nil {
-		t.Logf("cannot reset the memory peak (%v): no figure for the vmlinux.h build", err)
-	} else {
-		if _, err := e.pod("exec", name, "kmesh-start", "--dry-run", "--bpf-header=/nonexistent/bpf.h", "--cache-dir=/tmp/kmesh-btf-cache",
-			"--state-dir=/tmp/kmesh-btf-state", "--cgroup2-path="+spec.cgroup2Path); err != nil {
-			t.Errorf("dry run with headers from BTF: %v", err)
-		} else if worst, err := memoryPeak(e, name); err == nil {
-			t.Logf("FIGURE peak memory with a vmlinux.h build (daemon running, toolchain in the page cache): %.0f MiB", mib(worst))
-			if worst > spec.limit {
-				t.Errorf("the vmlinux.h build peaked at %.0f MiB, above the limit %.0f MiB", mib(worst), mib(spec.limit))
-			}
+	// The start again, in the running container on a cold page cache and a
+	// fresh build cache, once with the host's bpf.h and once with headers
+	// derived from BTF (as on a node without a usable bpf.h): the cgroup's
+	// high-water mark, daemon included, as for the first start.
+	for _, c := range []struct{ label, header string }{{"host bpf.h", ""}, {"headers from BTF", "--bpf-header=/nonexistent/bpf.h"}} {
+		peak, base, err := dryRunPeak(t, e, name, spec.cgroup2Path, c.header)
+		if err != nil {
+			t.Errorf("dry run (%s): %v", c.label, err)
+			continue
+		}
+		t.Logf("FIGURE start peak memory (cgroup, cold page cache, %s, daemon running): %.0f MiB (%.0f MiB before the start)", c.label, mib(peak), mib(base))
+		if peak > spec.limit {
+			t.Errorf("the start with %s peaked at %.0f MiB, above the limit %.0f MiB", c.label, mib(peak), mib(spec.limit))
 		}
 	}
 
@@ -507,6 +507,32 @@ func memoryPeak(e *env, name string) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no memory.max_usage_in_bytes or memory.peak for cgroup %s", p)
+}
+
+// dryRunPeak evicts the container's files from the page cache, resets the
+// memory high-water mark and runs kmesh-start --dry-run (fresh cache) in
+// the container; it returns the peak and the usage before.
+func dryRunPeak(t *testing.T, e *env, name, cgroup2Path string, args ...string) (peak, base int64, err error) {
+	t.Helper()
+	evictPageCache(t, e, name)
+	if err := resetMemoryPeak(e, name); err != nil {
+		return 0, 0, fmt.Errorf("reset the memory peak: %w", err)
+	}
+	if base, err = memoryPeak(e, name); err != nil {
+		return 0, 0, err
+	}
+	dir := fmt.Sprintf("/tmp/kmesh-dry-%d", time.Now().UnixNano())
+	cmd := []string{"exec", name, "kmesh-start", "--dry-run", "--cache-dir=" + dir + "/cache", "--state-dir=" + dir + "/state", "--cgroup2-path=" + cgroup2Path}
+	for _, a := range args {
+		if a != "" {
+			cmd = append(cmd, a)
+		}
+	}
+	if _, err := e.pod(cmd...); err != nil {
+		return 0, 0, err
+	}
+	peak, err = memoryPeak(e, name)
+	return peak, base, err
 }
 
 // resetMemoryPeak sets the cgroup v1 high-water mark to the current usage.
