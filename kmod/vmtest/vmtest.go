@@ -352,8 +352,9 @@ func planGuest(ctx context.Context, cfg Config) (*guestPlan, error) {
 			// read-only and unchanging while the guest runs: cache freely
 			opts += ",ro,cache=loose"
 		}
+		// the mount point is made at run time: it may be below /tmp
 		g.setup = append(g.setup, Command{Name: "mount-" + sh.Tag,
-			Args: []string{"mount", "-t", "9p", "-o", opts, sh.Tag, sh.Guest}})
+			Args: []string{"sh", "-c", `mkdir -p "$2" && exec mount -t 9p -o "$1" "$3" "$2"`, "mount", opts, sh.Guest, sh.Tag}})
 	}
 	if cfg.HostUsr {
 		g.setup = append(g.setup, Command{Name: "merged-usr", Args: []string{"sh", "-c", mergedUsrScript}})
@@ -543,9 +544,13 @@ export PATH=/busybox/bin HOME=/root
 export PATH=/sbin:/usr/sbin:/bin:/usr/bin HOME=/root
 `)
 	}
+	// /tmp and /run first: a share may be mounted below them (the
+	// repository of a checkout in /tmp).
 	b.WriteString(`mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
 `)
 	for _, c := range g.early {
 		writeCommand(&b, c)
@@ -558,8 +563,6 @@ mount -t devtmpfs devtmpfs /dev
 		b.WriteString("export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/busybox/bin\n")
 	}
 	b.WriteString(`export TMPDIR=/tmp
-mount -t tmpfs tmpfs /tmp
-mount -t tmpfs tmpfs /run
 mkdir -p /run/netns
 mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
 mkdir -p /sys/fs/bpf && mount -t bpf bpf /sys/fs/bpf 2>/dev/null
