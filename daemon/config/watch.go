@@ -91,7 +91,10 @@ func Watch(ctx context.Context, path string, opts WatchOptions, onChange func(*M
 		w.applied, w.haveApp = *opts.Applied, true
 	}
 	w.resync()
-	w.reload()
+	if w.reload() {
+		time.Sleep(opts.Debounce)
+		w.reload()
+	}
 	// after the first pass: a reload from here on is a change of the file
 	w.log.WithFields(logrus.Fields{"phase": "watch", "poll_interval": opts.PollInterval}).Info("watching config")
 
@@ -112,10 +115,14 @@ func Watch(ctx context.Context, path string, opts WatchOptions, onChange func(*M
 			debounce.Reset(opts.Debounce)
 		case <-debounce.C:
 			w.resync()
-			w.reload()
+			if w.reload() {
+				debounce.Reset(opts.Debounce)
+			}
 		case <-poll:
 			w.resync()
-			w.reload()
+			if w.reload() {
+				debounce.Reset(opts.Debounce)
+			}
 		}
 	}
 }
@@ -143,6 +150,10 @@ type watcher struct {
 	haveRej  bool
 	lastErr  string // last reported non-content error, to report it once
 	watchErr string
+	// emptySeen: the last pass found the file empty and waited one more
+	// debounce before calling it invalid (an in-place write, `> file` or
+	// os.WriteFile, truncates before it writes).
+	emptySeen bool
 }
 
 // resync points the watches at the current targets: the directory holding
@@ -164,8 +175,13 @@ func (w *watcher) resync() {
 	w.watchErr = msg
 }
 
-func (w *watcher) reload() {
+// reload reads, parses and applies the file when its content changed. It
+// returns true when it wants another pass after the debounce: the file was
+// empty for the first time, which an in-place write in progress looks like.
+func (w *watcher) reload() (again bool) {
 	start := time.Now()
+	empty := false
+	defer func() { w.emptySeen = empty && again }()
 	data, err := readLimited(w.path)
 	if err != nil {
 		what := "read"
@@ -184,6 +200,10 @@ func (w *watcher) reload() {
 		return
 	}
 	m, err := ParseBootstrap(data, FormatOf(w.path))
+	if errors.Is(err, ErrEmpty) && !w.emptySeen {
+		empty = true
+		return true
+	}
 	if err != nil {
 		w.rejected, w.haveRej = sum, true
 		w.fail(fmt.Errorf("load config %s: %w", w.path, err), "invalid", true)
@@ -203,6 +223,7 @@ func (w *watcher) reload() {
 		"notes":    len(m.Unsupported),
 		"duration": time.Since(start),
 	}).Info("config applied")
+	return false
 }
 
 // fail reports err unless it is the same non-content error as last time

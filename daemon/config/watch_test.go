@@ -337,3 +337,26 @@ func TestWatchAppliedSkipsFirstPass(t *testing.T) {
 	write(t, p, cfgVersion(t, 2))
 	r.wantModel(t, 2)
 }
+
+// An in-place write (truncate, then write) can be seen empty: the watcher
+// waits one more debounce before calling an empty file invalid, so a write
+// that completes in time applies without an error; a file that stays empty
+// is reported, once.
+func TestWatchEmptyWhileWriting(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "bootstrap.yaml")
+	write(t, p, cfgVersion(t, 1))
+	r := startWatch(t, p, config.WatchOptions{Debounce: 300 * time.Millisecond}, nil)
+	r.wantModel(t, 1)
+
+	write(t, p, nil) // truncated ...
+	time.Sleep(450 * time.Millisecond)
+	write(t, p, cfgVersion(t, 2)) // ... and written, after the first pass saw it empty
+	r.wantModel(t, 2)
+	r.quiet(t)
+
+	write(t, p, nil) // and left empty
+	if err := r.wantError(t); !errors.Is(err, config.ErrEmpty) {
+		t.Fatalf("error = %v, want ErrEmpty", err)
+	}
+	r.quiet(t)
+}
