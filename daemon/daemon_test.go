@@ -17,6 +17,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/moby/sys/mountinfo"
 
+	"kmesh.dev/kmesh/daemon/config/configtest"
 	tn "kmesh.dev/kmesh/daemon/internal/testnet"
 )
 
@@ -27,17 +28,21 @@ const (
 )
 
 func baseConfig(longCluster string) string {
-	return bootstrap([]svc{
-		{"web", tn.VIP, map[string]uint32{"a": 90, "b": 10}},
-		{"web6", tn.VIPv6, map[string]uint32{"v6": 1}},
-		{"long", vipL, map[string]uint32{longCluster: 1}},
-	}, []cluster{
-		{"a", "ROUND_ROBIN", []string{tn.A1, tn.A2}},
-		{"b", "ROUND_ROBIN", []string{tn.B1}},
-		{"v6", "ROUND_ROBIN", []string{tn.A1v6, tn.B1v6}},
-		{"echo-a", "ROUND_ROBIN", []string{echoA}},
-		{"echo-b", "ROUND_ROBIN", []string{echoB}},
-	})
+	type wc = configtest.WeightedCluster
+	return configtest.Config{
+		Services: []configtest.Service{
+			{Name: "web", VIP: tn.VIP, Clusters: []wc{{Name: "a", Weight: 90}, {Name: "b", Weight: 10}}},
+			{Name: "web6", VIP: tn.VIPv6, Clusters: []wc{{Name: "v6", Weight: 1}}},
+			{Name: "long", VIP: vipL, Clusters: []wc{{Name: longCluster, Weight: 1}}},
+		},
+		Clusters: []configtest.Cluster{
+			{Name: "a", Endpoints: []string{tn.A1, tn.A2}},
+			{Name: "b", Endpoints: []string{tn.B1}},
+			{Name: "v6", Endpoints: []string{tn.A1v6, tn.B1v6}},
+			{Name: "echo-a", Endpoints: []string{echoA}},
+			{Name: "echo-b", Endpoints: []string{echoB}},
+		},
+	}.YAML()
 }
 
 func newTopo(t *testing.T) *tn.Topology {

@@ -23,48 +23,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// svc and cluster describe a test config, rendered as an Envoy bootstrap.
-type svc struct {
-	name, vip string // vip "10.96.0.10:80" or "[fd00:96::10]:80"
-	clusters  map[string]uint32
-}
-
-type cluster struct {
-	name, policy string // ROUND_ROBIN or RANDOM
-	endpoints    []string
-}
-
-func bootstrap(svcs []svc, cls []cluster) string {
-	var b strings.Builder
-	b.WriteString("static_resources:\n  listeners:\n")
-	for _, s := range svcs {
-		host, port, _ := net.SplitHostPort(s.vip)
-		fmt.Fprintf(&b, `  - name: %s
-    address: { socket_address: { address: "%s", port_value: %s } }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.tcp_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-          stat_prefix: %s
-          weighted_clusters:
-            clusters:
-`, s.name, host, port, s.name)
-		for n, w := range s.clusters {
-			fmt.Fprintf(&b, "            - { name: %s, weight: %d }\n", n, w)
-		}
-	}
-	b.WriteString("  clusters:\n")
-	for _, c := range cls {
-		fmt.Fprintf(&b, "  - name: %s\n    type: STATIC\n    lb_policy: %s\n    load_assignment:\n      cluster_name: %s\n      endpoints:\n      - lb_endpoints:\n", c.name, c.policy, c.name)
-		for _, e := range c.endpoints {
-			host, port, _ := net.SplitHostPort(e)
-			fmt.Fprintf(&b, "        - endpoint: { address: { socket_address: { address: \"%s\", port_value: %s } } }\n", host, port)
-		}
-	}
-	return b.String()
-}
-
 func writeFileAtomic(t *testing.T, path, content string) {
 	t.Helper()
 	tmp := path + ".tmp"

@@ -80,15 +80,15 @@ func (rep *report) reportDaemon(b *testing.B) {
 
 func runDaemon(b *testing.B, s settings, bin, objs, format string) *daemonFigures {
 	b.Helper()
-	render := configtest.YAML
+	render := configtest.Config.YAML
 	if format == "json" {
-		render = configtest.JSON
+		render = configtest.Config.JSON
 	}
 	base := b.TempDir()
 	cfg := filepath.Join(base, "kmesh."+format)
 	baseCfg := render(configtest.Large(s.services, s.eps, 8080))
 	oneSvcs := configtest.Large(s.services, s.eps, 8080)
-	oneSvcs[s.services/2].Endpoints[s.eps/2] = "10.250.0.1:9999"
+	oneSvcs.Clusters[s.services/2].Endpoints[s.eps/2] = "10.250.0.1:9999"
 	alts := map[string]string{
 		reloadKinds[0]: render(oneSvcs),                                   // the common edit
 		reloadKinds[1]: render(configtest.Large(s.services, s.eps, 8081)), // every cluster rewritten

@@ -163,7 +163,10 @@ func (tp *topo) startDaemon(b *testing.B) {
 	b.Helper()
 	base := b.TempDir()
 	cfg := filepath.Join(base, "kmesh.yaml")
-	writeFileAtomic(b, cfg, configtest.YAML([]configtest.Service{{Name: svcName, VIP: vipAddr, Endpoints: []string{backendAddr}}}))
+	writeFileAtomic(b, cfg, configtest.Config{
+		Services: []configtest.Service{{Name: svcName, VIP: vipAddr, Clusters: []configtest.WeightedCluster{{Name: svcName}}}},
+		Clusters: []configtest.Cluster{{Name: svcName, Endpoints: []string{backendAddr}}},
+	}.YAML())
 	tp.dlog = &capBuffer{max: 1 << 20}
 	log := logrus.New()
 	log.SetOutput(tp.dlog)

@@ -116,11 +116,11 @@ func BenchmarkParseBootstrapDefault(b *testing.B) {
 // largeBootstrap renders n tcp_proxy services of eps endpoints each as the
 // daemon benchmark (daemon/bench) writes them.
 func largeBootstrap(n, eps int, format config.Format) []byte {
-	svcs := configtest.Large(n, eps, 8080)
+	c := configtest.Large(n, eps, 8080)
 	if format == config.FormatJSON {
-		return []byte(configtest.JSON(svcs))
+		return []byte(c.JSON())
 	}
-	return []byte(configtest.YAML(svcs))
+	return []byte(c.YAML())
 }
 
 // BenchmarkDecodeYAML10k decodes the 10,000 services × 10 endpoints

@@ -211,7 +211,7 @@ static_resources:
 
 // generatedBootstrap is the daemon benchmark's bootstrap (YAML).
 func generatedBootstrap(n, eps int) []byte {
-	return []byte(configtest.YAML(configtest.Large(n, eps, 8080)))
+	return []byte(configtest.Large(n, eps, 8080).YAML())
 }
 
 // TestDecodeBootstrapEquivalent: the new YAML path decodes to the same

@@ -1,5 +1,5 @@
-// Package configtest renders Envoy v3 bootstraps of many tcp_proxy services
-// for tests and benchmarks (daemon/config's, daemon/bench).
+// Package configtest renders Envoy v3 bootstraps of tcp_proxy services for
+// tests and benchmarks (daemon's, daemon/config's, daemon/bench).
 package configtest
 
 import (
@@ -8,19 +8,65 @@ import (
 	"strings"
 )
 
-// Service is one tcp_proxy listener (a VIP) routed to one cluster.
-type Service struct {
-	Name, VIP string // VIP "10.96.203.10:80"
-	Endpoints []string
+// Config is a set of tcp_proxy listeners and STATIC clusters.
+type Config struct {
+	Services []Service
+	Clusters []Cluster
 }
 
-// YAML renders services as an Envoy v3 bootstrap, one cluster per service
-// named after it, with addresses in flow style.
-func YAML(svcs []Service) string {
+// Service is one tcp_proxy listener on a VIP ("10.96.203.10:80",
+// "[fd00:96::10]:80"), routed to its clusters: one cluster without a weight
+// is written as `cluster:`, anything else as weighted_clusters.
+type Service struct {
+	Name, VIP string
+	Clusters  []WeightedCluster
+}
+
+// WeightedCluster is a route target with its weight.
+type WeightedCluster struct {
+	Name   string
+	Weight uint32
+}
+
+// Cluster is a STATIC cluster; Policy defaults to ROUND_ROBIN.
+type Cluster struct {
+	Name, Policy string
+	Endpoints    []string // "10.0.0.1:8080"
+}
+
+func (c Cluster) policy() string {
+	if c.Policy == "" {
+		return "ROUND_ROBIN"
+	}
+	return c.Policy
+}
+
+func (s Service) single() bool { return len(s.Clusters) == 1 && s.Clusters[0].Weight == 0 }
+
+// Large is n services of eps endpoints each, one cluster per service named
+// after it: VIPs 10.96.x.y:80, endpoints in 10.128.0.0/9 on port. Nothing
+// routes to them: a daemon that gets this config should enroll no namespace.
+func Large(n, eps, port int) Config {
+	c := Config{Services: make([]Service, n), Clusters: make([]Cluster, n)}
+	for i := range n {
+		name := fmt.Sprintf("svc-%d", i)
+		c.Services[i] = Service{Name: name, VIP: fmt.Sprintf("10.96.%d.%d:80", i/256, i%256), Clusters: []WeightedCluster{{Name: name}}}
+		cl := Cluster{Name: name, Endpoints: make([]string, eps)}
+		for j := range eps {
+			k := i*eps + j
+			cl.Endpoints[j] = fmt.Sprintf("10.%d.%d.%d:%d", 128+k>>16, (k>>8)&255, k&255, port)
+		}
+		c.Clusters[i] = cl
+	}
+	return c
+}
+
+// YAML renders c as a bootstrap in YAML, addresses in flow style.
+func (c Config) YAML() string {
 	var b strings.Builder
-	b.Grow(len(svcs) * (500 + 100*len(svcs[0].Endpoints)))
+	b.Grow(len(c.Services)*400 + len(c.Clusters)*150 + endpoints(c)*100)
 	b.WriteString("static_resources:\n  listeners:\n")
-	for _, s := range svcs {
+	for _, s := range c.Services {
 		host, port, _ := net.SplitHostPort(s.VIP)
 		fmt.Fprintf(&b, `  - name: %s
     address: { socket_address: { address: "%s", port_value: %s } }
@@ -30,13 +76,21 @@ func YAML(svcs []Service) string {
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
           stat_prefix: %s
-          cluster: %s
-`, s.Name, host, port, s.Name, s.Name)
+`, s.Name, host, port, s.Name)
+		if s.single() {
+			fmt.Fprintf(&b, "          cluster: %s\n", s.Clusters[0].Name)
+			continue
+		}
+		b.WriteString("          weighted_clusters:\n            clusters:\n")
+		for _, wc := range s.Clusters {
+			fmt.Fprintf(&b, "            - { name: %s, weight: %d }\n", wc.Name, wc.Weight)
+		}
 	}
 	b.WriteString("  clusters:\n")
-	for _, s := range svcs {
-		fmt.Fprintf(&b, "  - name: %s\n    type: STATIC\n    lb_policy: ROUND_ROBIN\n    load_assignment:\n      cluster_name: %s\n      endpoints:\n      - lb_endpoints:\n", s.Name, s.Name)
-		for _, e := range s.Endpoints {
+	for _, cl := range c.Clusters {
+		fmt.Fprintf(&b, "  - name: %s\n    type: STATIC\n    lb_policy: %s\n    load_assignment:\n      cluster_name: %s\n      endpoints:\n      - lb_endpoints:\n",
+			cl.Name, cl.policy(), cl.Name)
+		for _, e := range cl.Endpoints {
 			host, port, _ := net.SplitHostPort(e)
 			fmt.Fprintf(&b, "        - endpoint: { address: { socket_address: { address: \"%s\", port_value: %s } } }\n", host, port)
 		}
@@ -44,28 +98,38 @@ func YAML(svcs []Service) string {
 	return b.String()
 }
 
-// JSON renders the same bootstrap as JSON (one line per listener and per
-// cluster).
-func JSON(svcs []Service) string {
+// JSON renders c as a bootstrap in JSON, one line per listener and per
+// cluster.
+func (c Config) JSON() string {
 	var b strings.Builder
-	b.Grow(len(svcs) * (400 + 90*len(svcs[0].Endpoints)))
+	b.Grow(len(c.Services)*400 + len(c.Clusters)*150 + endpoints(c)*90)
 	b.WriteString("{\"static_resources\":{\"listeners\":[\n")
-	for i, s := range svcs {
+	for i, s := range c.Services {
 		host, port, _ := net.SplitHostPort(s.VIP)
 		if i > 0 {
 			b.WriteString(",\n")
 		}
+		route := ""
+		if s.single() {
+			route = fmt.Sprintf(`"cluster":%q`, s.Clusters[0].Name)
+		} else {
+			parts := make([]string, len(s.Clusters))
+			for j, wc := range s.Clusters {
+				parts[j] = fmt.Sprintf(`{"name":%q,"weight":%d}`, wc.Name, wc.Weight)
+			}
+			route = `"weighted_clusters":{"clusters":[` + strings.Join(parts, ",") + `]}`
+		}
 		fmt.Fprintf(&b, `{"name":%q,"address":{"socket_address":{"address":%q,"port_value":%s}},"filter_chains":[{"filters":[`+
 			`{"name":"envoy.filters.network.tcp_proxy","typed_config":{"@type":"type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",`+
-			`"stat_prefix":%q,"cluster":%q}}]}]}`, s.Name, host, port, s.Name, s.Name)
+			`"stat_prefix":%q,%s}}]}]}`, s.Name, host, port, s.Name, route)
 	}
 	b.WriteString("],\n\"clusters\":[\n")
-	for i, s := range svcs {
+	for i, cl := range c.Clusters {
 		if i > 0 {
 			b.WriteString(",\n")
 		}
-		fmt.Fprintf(&b, `{"name":%q,"type":"STATIC","lb_policy":"ROUND_ROBIN","load_assignment":{"cluster_name":%q,"endpoints":[{"lb_endpoints":[`, s.Name, s.Name)
-		for j, e := range s.Endpoints {
+		fmt.Fprintf(&b, `{"name":%q,"type":"STATIC","lb_policy":%q,"load_assignment":{"cluster_name":%q,"endpoints":[{"lb_endpoints":[`, cl.Name, cl.policy(), cl.Name)
+		for j, e := range cl.Endpoints {
 			host, port, _ := net.SplitHostPort(e)
 			if j > 0 {
 				b.WriteString(",")
@@ -78,19 +142,10 @@ func JSON(svcs []Service) string {
 	return b.String()
 }
 
-// Large builds n services of eps endpoints each: VIPs 10.96.x.y:80,
-// endpoints in 10.128.0.0/9 on port. Nothing routes to them: a daemon that
-// gets this config should enroll no namespace.
-func Large(n, eps, port int) []Service {
-	svcs := make([]Service, n)
-	for i := range svcs {
-		s := Service{Name: fmt.Sprintf("svc-%d", i), VIP: fmt.Sprintf("10.96.%d.%d:80", i/256, i%256)}
-		s.Endpoints = make([]string, eps)
-		for j := range eps {
-			k := i*eps + j
-			s.Endpoints[j] = fmt.Sprintf("10.%d.%d.%d:%d", 128+k>>16, (k>>8)&255, k&255, port)
-		}
-		svcs[i] = s
+func endpoints(c Config) int {
+	n := 0
+	for _, cl := range c.Clusters {
+		n += len(cl.Endpoints)
 	}
-	return svcs
+	return n
 }
