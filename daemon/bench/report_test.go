@@ -263,6 +263,9 @@ func (r *report) markdown() string {
 			{"proxy-http / kmesh p99", caseProxyHTTP, caseKmesh, true, p99Of, "≥ 2", func(v float64) bool { return v >= 2 }},
 			{"proxy-tcp / kmesh CPU per request", caseProxyTCP, caseKmesh, true, cpuOf, "(no goal)", nil},
 			{"proxy-http / kmesh CPU per request", caseProxyHTTP, caseKmesh, true, cpuOf, "(no goal)", nil},
+			{"kmesh-skmsg / kmesh max req/s (experiment)", caseKmeshSkmsg, caseKmesh, false, qpsOf, "(decides sockops/sk_msg)", nil},
+			{"kmesh-skmsg / kmesh p99 (experiment)", caseKmeshSkmsg, caseKmesh, true, p99Of, "(decides sockops/sk_msg)", nil},
+			{"kmesh-skmsg / kmesh CPU per request (experiment)", caseKmeshSkmsg, caseKmesh, true, cpuOf, "(decides sockops/sk_msg)", nil},
 		} {
 			var cells, met []string
 			for _, sc := range scenarios {

@@ -16,13 +16,16 @@ import (
 
 // The cases, in report order; "direct" is the baseline.
 const (
-	caseDirect    = "direct"
-	caseKmesh     = "kmesh"
-	caseProxyTCP  = "proxy-tcp"
-	caseProxyHTTP = "proxy-http"
+	caseDirect = "direct"
+	caseKmesh  = "kmesh"
+	// caseKmeshSkmsg is kmesh plus the sockops/sk_msg same-node
+	// acceleration experiment (skmsg_test.go).
+	caseKmeshSkmsg = "kmesh-skmsg"
+	caseProxyTCP   = "proxy-tcp"
+	caseProxyHTTP  = "proxy-http"
 )
 
-var caseNames = []string{caseDirect, caseKmesh, caseProxyTCP, caseProxyHTTP}
+var caseNames = []string{caseDirect, caseKmesh, caseKmeshSkmsg, caseProxyTCP, caseProxyHTTP}
 
 type scenario struct {
 	name      string
@@ -86,12 +89,15 @@ func benchLoad(b *testing.B, s settings, tl tools, rep *report) {
 	tp := newTopo(b, tl, s.nice)
 	tp.startDaemon(b)
 	tp.checkPaths(b)
+	accel := startSkmsg(b, tp.dopts.Cgroup2Path, tp.client.Cookie(b), tp.server.Cookie(b))
+	tp.checkSkmsg(b, accel)
 
 	urls := map[string]string{
-		caseDirect:    backendAddr,
-		caseKmesh:     vipAddr,
-		caseProxyTCP:  proxyTCP,
-		caseProxyHTTP: proxyHTTP,
+		caseDirect:     backendAddr,
+		caseKmesh:      vipAddr,
+		caseKmeshSkmsg: vipAddr,
+		caseProxyTCP:   proxyTCP,
+		caseProxyHTTP:  proxyHTTP,
 	}
 	proxies := map[string]*proc{caseProxyTCP: tp.haTCP, caseProxyHTTP: tp.haHTTP}
 	// The daemon's counters are read once before and once after all runs:
@@ -101,9 +107,13 @@ func benchLoad(b *testing.B, s settings, tl tools, rep *report) {
 	// run loads one case; qps 0 is the maximum rate.
 	run := func(sc scenario, name string, d time.Duration, qps int) sample {
 		b.Helper()
-		if name == caseKmesh {
+		if name == caseKmesh || name == caseKmeshSkmsg {
 			tp.setEnrolled(b, true)
 			defer tp.setEnrolled(b, false)
+		}
+		if name == caseKmeshSkmsg {
+			accel.on(b, true)
+			defer accel.on(b, false)
 		}
 		var cpu0 time.Duration
 		if p := proxies[name]; p != nil {
@@ -138,9 +148,10 @@ func benchLoad(b *testing.B, s settings, tl tools, rep *report) {
 		case !sc.keepalive && sm.sockets < sm.count:
 			b.Errorf("%s, new connection per request: %d connections for %d requests", name, sm.sockets, sm.count)
 		}
-		if name == caseKmesh {
+		if name == caseKmesh || name == caseKmeshSkmsg {
 			kmeshSockets += sm.sockets
 		}
+
 		return sm
 	}
 
