@@ -3,7 +3,6 @@ package vmtest
 import (
 	"encoding/json"
 	"fmt"
-	"sort"
 	"strings"
 
 	"kmesh.dev/kmesh/builder"
@@ -38,17 +37,6 @@ func (r *StartResult) Check(name string) probe.Check {
 		}
 	}
 	return probe.Check{Name: name}
-}
-
-// Checks returns the checks whose names start with prefix ("build_tree.").
-func (r *StartResult) Checks(prefix string) []probe.Check {
-	var out []probe.Check
-	for _, c := range r.Decision.Checks {
-		if strings.HasPrefix(c.Name, prefix) {
-			out = append(out, c)
-		}
-	}
-	return out
 }
 
 // VerifiedOK reports whether the build verified at least one object and
@@ -94,19 +82,6 @@ func (r *StartResult) GroupCounts() string {
 		parts = append(parts, fmt.Sprintf("%s %d/%d", g, groups[g].ok, groups[g].all))
 	}
 	return strings.Join(parts, ", ")
-}
-
-// Unsupported lists the checks that are not supported, as
-// "name=status (detail)", sorted.
-func (r *StartResult) Unsupported() []string {
-	var out []string
-	for _, c := range r.Decision.Checks {
-		if c.Status != probe.Supported {
-			out = append(out, fmt.Sprintf("%s=%s (%s)", c.Name, c.Status, c.Detail))
-		}
-	}
-	sort.Strings(out)
-	return out
 }
 
 // EffectiveMode is what kmesh-start will run: the build's mode, named
