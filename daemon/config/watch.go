@@ -90,17 +90,16 @@ func Watch(ctx context.Context, path string, opts WatchOptions, onChange func(*M
 	if opts.Applied != nil {
 		w.applied, w.haveApp = *opts.Applied, true
 	}
+	debounce := time.NewTimer(time.Hour)
+	debounce.Stop()
+	defer debounce.Stop()
 	w.resync()
 	if w.reload() {
-		time.Sleep(opts.Debounce)
-		w.reload()
+		debounce.Reset(opts.Debounce) // found empty: look again, as for an event
 	}
 	// after the first pass: a reload from here on is a change of the file
 	w.log.WithFields(logrus.Fields{"phase": "watch", "poll_interval": opts.PollInterval}).Info("watching config")
 
-	debounce := time.NewTimer(time.Hour)
-	debounce.Stop()
-	defer debounce.Stop()
 	var poll <-chan time.Time
 	if opts.PollInterval > 0 {
 		t := time.NewTicker(opts.PollInterval)

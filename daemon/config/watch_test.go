@@ -360,3 +360,14 @@ func TestWatchEmptyWhileWriting(t *testing.T) {
 	}
 	r.quiet(t)
 }
+
+// A file found empty by the first pass gets the same second look.
+func TestWatchEmptyAtStart(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "bootstrap.yaml")
+	write(t, p, nil)
+	r := startWatch(t, p, config.WatchOptions{Debounce: 300 * time.Millisecond}, nil)
+	time.Sleep(100 * time.Millisecond)
+	write(t, p, cfgVersion(t, 1))
+	r.wantModel(t, 1)
+	r.quiet(t)
+}

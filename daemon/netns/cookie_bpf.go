@@ -1,8 +1,6 @@
 package netns
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +10,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
+	"github.com/containerd/cgroups/v3/cgroup2"
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 )
@@ -130,9 +129,9 @@ func cookieProgram(mapFD int, sk uint64) asm.Instructions {
 // a cgroup2 mount whose root contains it (mounting cgroup2 privately when
 // there is none, e.g. on a hybrid host inside a container).
 func ownCgroup2() (string, func(), error) {
-	rel, err := ownCgroupPath()
+	rel, err := cgroup2.PidGroupPath(os.Getpid())
 	if err != nil {
-		return "", nil, err
+		return "", nil, fmt.Errorf("find this process's cgroup v2 group: %w", err)
 	}
 	mounts, err := mountinfo.GetMounts(mountinfo.FSTypeFilter("cgroup2"))
 	if err != nil {
@@ -160,20 +159,4 @@ func ownCgroup2() (string, func(), error) {
 		_ = os.Remove(mnt)
 	}
 	return filepath.Join(mnt, rel), cleanup, nil
-}
-
-// ownCgroupPath is this process's cgroup v2 path (the "0::" line of
-// /proc/self/cgroup), relative to its cgroup namespace.
-func ownCgroupPath() (string, error) {
-	b, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		return "", fmt.Errorf("read /proc/self/cgroup: %w", err)
-	}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		if p, ok := strings.CutPrefix(sc.Text(), "0::"); ok {
-			return p, nil
-		}
-	}
-	return "", errors.New("no cgroup v2 entry in /proc/self/cgroup")
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf/rlimit"
+	"github.com/containerd/cgroups/v3/cgroup2"
 	"golang.org/x/sys/unix"
 
 	"kmesh.dev/kmesh/daemon/netns"
@@ -185,7 +186,7 @@ func NewCgroup(t testing.TB, name string) *Cgroup {
 			t.Errorf("unmount %s: %v", mnt, err)
 		}
 	})
-	orig, err := ownCgroup()
+	orig, err := cgroup2.PidGroupPath(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,20 +210,6 @@ func NewCgroup(t testing.TB, name string) *Cgroup {
 		}
 	})
 	return &Cgroup{Path: cg}
-}
-
-// ownCgroup returns this process's cgroup2 path ("0::" line).
-func ownCgroup() (string, error) {
-	b, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		return "", err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if p, ok := strings.CutPrefix(line, "0::"); ok {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("no cgroup2 entry in /proc/self/cgroup")
 }
 
 // ServeEcho starts a TCP server in n on addr that keeps each connection open
