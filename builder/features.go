@@ -37,6 +37,7 @@ func FeatureMacros(rec *probe.Record) []Macro {
 		{"KMESH_HAVE_IPV6", b(f.IPv6), "kernel built with CONFIG_IPV6"},
 		{"KMESH_HAVE_SOCKHASH", b(f.SockHash), "BPF_MAP_TYPE_SOCKHASH + bpf_sock_hash_update in sock_ops"},
 		{"KMESH_HAVE_SK_MSG", b(f.SkMsg), "sk_msg programs with bpf_msg_redirect_hash"},
+		{"KMESH_HAVE_SAME_NODE_ACCEL", b(f.SameNodeAccel), "same-node acceleration: sockops with bpf_get_netns_cookie + sk_msg with bpf_sk_storage_get (bpf/sockmap.c)"},
 		{"KMESH_HAVE_RINGBUF", b(f.RingBuf), "BPF_MAP_TYPE_RINGBUF"},
 		{"KMESH_HAVE_KFUNC_SOCK_ADDR", b(f.KfuncSockAddr), "module kfuncs callable from cgroup sock_addr programs"},
 		{"KMESH_HAVE_ENHANCED_HELPERS", b(len(f.EnhancedHelpers) == len(probe.EnhancedHelperNames())), "all kernel-patch helpers present in bpf.h"},

@@ -20,7 +20,7 @@ const UAPIHeaderName = "vmlinux.h"
 
 // uapiDerivation names how the header is made; it is part of the cache key,
 // so a change here rebuilds the entries that used it.
-const uapiDerivation = "btf-subset-1"
+const uapiDerivation = "btf-subset-2"
 
 // uapiTypes are the kernel types bpf/ and libbpf's bpf_helpers.h use, by
 // name. The header holds these and what they reference, nothing else: the
@@ -34,7 +34,7 @@ func uapiTypes() (required, optional []string) {
 	}
 	optional = []string{
 		"__be64", "__le16", "__le32", "__le64", "__wsum", "__sum16",
-		"bpf_sock_ops", "sk_msg_md", "__sk_buff", "bpf_attach_type", "bpf_prog_type",
+		"bpf_sock_ops", "sk_msg_md", "sk_action", "__sk_buff", "bpf_attach_type", "bpf_prog_type",
 	}
 	return required, optional
 }
@@ -56,6 +56,8 @@ func uapiFlags() []struct {
 		{"BPF_ANY", 0}, {"BPF_NOEXIST", 1}, {"BPF_EXIST", 2}, {"BPF_F_LOCK", 4},
 		{"BPF_F_NO_PREALLOC", 1},
 		{"BPF_SK_STORAGE_GET_F_CREATE", 1},
+		{"BPF_F_INGRESS", 1},
+		{"BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB", 4}, {"BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB", 5},
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/sirupsen/logrus"
 
@@ -269,6 +270,7 @@ type Status struct {
 	Uptime        string              `json:"uptime"`
 	Decision      json.RawMessage     `json:"decision,omitempty"`
 	Build         json.RawMessage     `json:"build,omitempty"`
+	SameNodeAccel AccelStatus         `json:"same_node_accel"`
 	Objects       []loader.ObjectInfo `json:"objects"`
 	Links         []loader.LinkInfo   `json:"links"`
 	AdoptedMaps   []string            `json:"adopted_maps"`
@@ -280,6 +282,24 @@ type Status struct {
 	LastError     string              `json:"last_error"`
 	Services      []ServiceStatus     `json:"services"`
 	NotApplied    []config.Note       `json:"not_applied"`
+}
+
+// AccelStatus is same-node acceleration in /status.
+type AccelStatus struct {
+	Enabled bool             `json:"enabled"`
+	Note    string           `json:"note,omitempty"`
+	Stats   *maps.AccelStats `json:"stats,omitempty"`
+}
+
+func (d *Daemon) accelStatus() AccelStatus {
+	if !d.maps.Accelerates() {
+		return AccelStatus{Note: "off: " + maps.ObjectSockmap + " was built without programs (the kernel lacks what it needs; the decision record's reasons name the checks)"}
+	}
+	st, err := d.maps.AccelStatsOf()
+	if err != nil {
+		return AccelStatus{Enabled: true, Note: err.Error()}
+	}
+	return AccelStatus{Enabled: true, Stats: &st}
 }
 
 // ServiceStatus is one service in /status.
@@ -297,7 +317,7 @@ func (d *Daemon) status() Status {
 		Objects: d.dp.Objects(), Links: d.dp.Links(), AdoptedMaps: append([]string{}, d.dp.AdoptedMaps()...),
 		Applies: d.applies, LastApply: d.lastApply, LastError: d.lastError, Config: d.opts.ConfigPath,
 		Decision: readJSON(d.opts.DecisionPath), Build: readJSON(d.opts.BuildReportPath),
-		Enrolled: d.enrolledList(), Services: []ServiceStatus{}, NotApplied: []config.Note{}}
+		Enrolled: d.enrolledList(), Services: []ServiceStatus{}, NotApplied: []config.Note{}, SameNodeAccel: d.accelStatus()}
 	if s.Config == "" {
 		s.Config = "embedded default"
 	}
@@ -355,5 +375,48 @@ func Uninstall(opts Options) error {
 		opts.Log = logrus.New()
 	}
 	cfg := loader.Config{BPFFSPath: opts.BPFFSPath, Cgroup2Path: opts.Cgroup2Path, Log: opts.Log}
+	accelOff(cfg, opts.Log.WithField("subsys", "daemon"))
 	return loader.Uninstall(cfg)
+}
+
+// accelOff switches same-node acceleration off before uninstall: every
+// send on an accelerated socket goes through TCP/IP from now on, after the
+// bytes already redirected to its reader (which reads those first, so the
+// order holds). Its sockets stay in km_socks until they close: the kernel
+// would purge unread redirected bytes of a socket that left the map, so
+// uninstall never removes them, and the kernel frees the map and sk_msg
+// program once the last of them closes. Without acceleration pinned it
+// does nothing.
+func accelOff(cfg loader.Config, log logrus.FieldLogger) {
+	ctl, err := ebpf.LoadPinnedMap(cfg.MapPinPath(maps.MapAccelCtl), nil)
+	if err != nil {
+		return
+	}
+	defer ctl.Close()
+	if err := ctl.Put(uint32(0), maps.AccelCtlValue{Flags: maps.AccelPassAll}); err != nil {
+		log.WithError(err).Warn("could not switch same-node acceleration to TCP/IP before uninstall; accelerated connections keep being redirected until they close")
+		return
+	}
+	open := 0
+	if socks, err := ebpf.LoadPinnedMap(cfg.MapPinPath(maps.MapSocks), nil); err == nil {
+		open = countSocks(socks)
+		socks.Close()
+	}
+	f := logrus.Fields{"phase": "uninstall", "open_sockets": open}
+	if open > 0 {
+		log.WithFields(f).Info("same-node acceleration off: open accelerated connections carry on through TCP/IP; the kernel frees the socket map and sk_msg program when they close")
+		return
+	}
+	log.WithFields(f).Info("same-node acceleration off")
+}
+
+func countSocks(m *ebpf.Map) int {
+	var k maps.SockKey
+	n := 0
+	it := m.Iterate()
+	var v uint64
+	for it.Next(&k, &v) {
+		n++
+	}
+	return n
 }

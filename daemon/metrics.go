@@ -22,6 +22,14 @@ var (
 		"Connections to a service VIP left untouched because the chosen cluster had no endpoint.", []string{"service", "vip"}, nil)
 	descClRedirected = prometheus.NewDesc("kmesh_cluster_connections_redirected_total",
 		"Connections redirected to an endpoint of a cluster.", []string{"cluster"}, nil)
+	descAccelSockets = prometheus.NewDesc("kmesh_accel_sockets_total",
+		"Sockets of enrolled namespaces added to same-node acceleration's socket map.", nil, nil)
+	descAccelSockErrors = prometheus.NewDesc("kmesh_accel_socket_errors_total",
+		"Sockets same-node acceleration could not add to its socket map (map full).", nil, nil)
+	descAccelNotLocal = prometheus.NewDesc("kmesh_accel_sockets_not_local_total",
+		"Sockets of enrolled namespaces not accelerated: their peer is no address of an enrolled namespace on this node (yet).", nil, nil)
+	descAccelMessages = prometheus.NewDesc("kmesh_accel_messages_total",
+		"Sends on accelerated sockets: redirected to the peer socket, or passed through TCP/IP.", []string{"result"}, nil)
 	descEntries = prometheus.NewDesc("kmesh_map_entries",
 		"Entries the daemon wrote into a data-plane map.", []string{"map"}, nil)
 )
@@ -54,6 +62,10 @@ func (c *mapCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descSvcNoEndpoint
 	ch <- descClRedirected
 	ch <- descEntries
+	ch <- descAccelSockets
+	ch <- descAccelSockErrors
+	ch <- descAccelNotLocal
+	ch <- descAccelMessages
 }
 
 func (c *mapCollector) Collect(ch chan<- prometheus.Metric) {
@@ -88,4 +100,11 @@ func (c *mapCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descEntries, prometheus.GaugeValue, float64(len(m.Clusters)), "clusters")
 	ch <- prometheus.MustNewConstMetric(descEntries, prometheus.GaugeValue, float64(slots), "endpoints")
 	ch <- prometheus.MustNewConstMetric(descEntries, prometheus.GaugeValue, float64(len(d.enrolledList())), "enrolled_netns")
+	if st, err := d.maps.AccelStatsOf(); err == nil && d.maps.Accelerates() {
+		ch <- prometheus.MustNewConstMetric(descAccelSockets, prometheus.CounterValue, float64(st.Sockets))
+		ch <- prometheus.MustNewConstMetric(descAccelSockErrors, prometheus.CounterValue, float64(st.SockErrors))
+		ch <- prometheus.MustNewConstMetric(descAccelNotLocal, prometheus.CounterValue, float64(st.NotLocal))
+		ch <- prometheus.MustNewConstMetric(descAccelMessages, prometheus.CounterValue, float64(st.Redirected), "redirected")
+		ch <- prometheus.MustNewConstMetric(descAccelMessages, prometheus.CounterValue, float64(st.Passed), "passed")
+	}
 }

@@ -178,7 +178,12 @@ func TestCgroup2RootInPrivateNamespace(t *testing.T) {
 		if err != nil || rec.Mode != ModeEnhanced {
 			t.Fatalf("decision: mode %q, err %v", rec.Mode, err)
 		}
-		note := rec.Reasons[len(rec.Reasons)-1]
+		var note string
+		for _, why := range rec.Reasons {
+			if strings.HasPrefix(why, "note: env.cgroup_namespace") {
+				note = why
+			}
+		}
 		for _, want := range []string{"note: env.cgroup_namespace is unsupported (private", "the daemon must attach at " + hostCg + " (--cgroup2-path=" + hostCg + ")"} {
 			if !strings.Contains(note, want) {
 				t.Errorf("note %q lacks %q", note, want)

@@ -56,11 +56,13 @@ type Record struct {
 // Features are what the builder turns into compile flags (one macro each, see
 // docs/decision.md).
 type Features struct {
-	NetnsCookie   bool `json:"netns_cookie"`
-	SkStorage     bool `json:"sk_storage"`
-	IPv6          bool `json:"ipv6"`
-	SockHash      bool `json:"sockhash"`
-	SkMsg         bool `json:"sk_msg"`
+	NetnsCookie bool `json:"netns_cookie"`
+	SkStorage   bool `json:"sk_storage"`
+	IPv6        bool `json:"ipv6"`
+	SockHash    bool `json:"sockhash"`
+	SkMsg       bool `json:"sk_msg"`
+	// SameNodeAccel: bpf/sockmap.c can run (sameNodeAccel lists the checks).
+	SameNodeAccel bool `json:"same_node_accel"`
 	RingBuf       bool `json:"ringbuf"`
 	HashOfMaps    bool `json:"hash_of_maps"`
 	KfuncSockAddr bool `json:"kfunc_sock_addr"`
@@ -103,6 +105,14 @@ var compatRequirements = []requirement{
 	{what: "an attach point that sees every process (the host's cgroup2 root)", checks: []string{"env.cgroup2_root"}},
 	{what: "privileges", checks: []string{"env.cap_sys_admin", "env.cap_net_admin"}},
 }
+
+// sameNodeAccel is what same-node acceleration (bpf/sockmap.c) needs. It is
+// optional in both modes: without it the data plane runs without it, and the
+// record's reasons say why.
+var sameNodeAccel = requirement{what: "same-node acceleration (sockops + sk_msg)", checks: []string{
+	"prog_type.sock_ops", "prog_type.sk_msg", "map_type.sockhash", "map_type.sk_storage",
+	"helper.sock_ops.sock_hash_update", "helper.sock_ops.get_netns_cookie",
+	"helper.sk_msg.msg_redirect_hash", "helper.sk_msg.sk_storage_get"}}
 
 var enhancedRequirements = []requirement{
 	{what: "loading kmesh.ko", checks: []string{"kconfig.modules", "module.modules_disabled", "module.lockdown", "module.sig_enforce", "module.cap_sys_module"}},
@@ -164,6 +174,10 @@ func Decide(s *Signals, requested Mode, now time.Time) (*Record, error) {
 	}
 	if n := cgroupNamespaceNote(s); n != "" {
 		r.Reasons = append(r.Reasons, n)
+	}
+	if missing := unmet(s, []requirement{sameNodeAccel}); len(missing) > 0 {
+		r.Reasons = append(r.Reasons, "note: same-node acceleration is off (connections between pods of this node go through TCP/IP):")
+		r.Reasons = append(r.Reasons, missing...)
 	}
 	return r, nil
 }
@@ -252,6 +266,7 @@ func deriveFeatures(s *Signals) Features {
 		IPv6:            ok("kconfig.ipv6"),
 		SockHash:        ok("map_type.sockhash") && ok("helper.sock_ops.sock_hash_update"),
 		SkMsg:           ok("prog_type.sk_msg") && ok("helper.sk_msg.msg_redirect_hash"),
+		SameNodeAccel:   len(unmet(s, []requirement{sameNodeAccel})) == 0,
 		RingBuf:         ok("map_type.ringbuf"),
 		HashOfMaps:      ok("map_type.hash_of_maps"),
 		KfuncSockAddr:   lookup(s, "kfunc").OK(),

@@ -10,7 +10,7 @@ import (
 // allSupported returns signals where every requirement of both modes holds.
 func allSupported() *Signals {
 	s := &Signals{Kernel: Kernel{Release: "6.9.0-test"}}
-	for _, reqs := range [][]requirement{compatRequirements, enhancedRequirements} {
+	for _, reqs := range [][]requirement{compatRequirements, enhancedRequirements, {sameNodeAccel}} {
 		for _, r := range reqs {
 			for _, n := range r.checks {
 				if n != "kfunc" {
@@ -43,6 +43,31 @@ func TestDecideEnhanced(t *testing.T) {
 	}
 	if r.Mode != ModeEnhanced || r.RequestedMode != ModeAuto || len(r.Reasons) != 1 || !strings.Contains(r.Reasons[0], "build_tree.compiler") {
 		t.Errorf("record = mode %q reasons %q", r.Mode, r.Reasons)
+	}
+}
+
+// TestDecideSameNodeAccel: acceleration follows its checks, never the mode.
+func TestDecideSameNodeAccel(t *testing.T) {
+	r, err := Decide(allSupported(), ModeAuto, now)
+	if err != nil || !r.Features.SameNodeAccel {
+		t.Fatalf("all supported: same_node_accel %v, %v", r.Features.SameNodeAccel, err)
+	}
+	// 5.10: no bpf_get_netns_cookie in sock_ops
+	s := set(allSupported(), "helper.sock_ops.get_netns_cookie", Unsupported, "helper not available for program type sock_ops", "")
+	r, err = Decide(s, ModeAuto, now)
+	if err != nil || r.Mode != ModeEnhanced || r.Features.SameNodeAccel {
+		t.Fatalf("without the sock_ops netns cookie: mode %q same_node_accel %v, %v", r.Mode, r.Features.SameNodeAccel, err)
+	}
+	joined := strings.Join(r.Reasons, "\n")
+	for _, want := range []string{"note: same-node acceleration is off", "same-node acceleration (sockops + sk_msg): helper.sock_ops.get_netns_cookie is unsupported"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("reasons lack %q:\n%s", want, joined)
+		}
+	}
+	// inconclusive is not yes either
+	s = set(allSupported(), "helper.sk_msg.sk_storage_get", Inconclusive, "EPERM", "")
+	if r, _ := Decide(s, ModeCompat, now); r.Features.SameNodeAccel {
+		t.Error("an inconclusive check enabled acceleration")
 	}
 }
 

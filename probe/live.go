@@ -58,6 +58,7 @@ var liveHelpers = []helperProbe{
 	{"helper.sock_ops.sock_hash_update", ebpf.SockOps, asm.FnSockHashUpdate},
 	{"helper.sock_ops.get_netns_cookie", ebpf.SockOps, asm.FnGetNetnsCookie},
 	{"helper.sk_msg.msg_redirect_hash", ebpf.SkMsg, asm.FnMsgRedirectHash},
+	{"helper.sk_msg.sk_storage_get", ebpf.SkMsg, asm.FnSkStorageGet},
 }
 
 func probeLive(cgroup2Mount string, kernelBTF *btf.Spec) []Check {

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Maps of the compatibility-mode programs. Names are stable: the daemon pins
+ * Maps of the connect programs (connect.c). Names are stable: the daemon pins
  * them by name (daemon/maps). Sizes are documented in bpf/README.md.
  */
 #ifndef __KMESH_MAPS_H__
@@ -11,13 +11,7 @@
 #include "kmesh_features.h"
 #include "kmesh_types.h"
 
-/* netns cookie -> flags (reserved, 0). Presence enrolls the namespace. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, KM_MAX_ENROLLED_NETNS);
-	__type(key, __u64);
-	__type(value, __u32);
-} km_enrolled SEC(".maps");
+#include "kmesh_enrolled.h"
 
 /* (family, port, ip) -> service; ip all-zero is the per-port wildcard. */
 struct {

@@ -26,6 +26,8 @@
 #define KM_MAX_SERVICES	      32768  /* service entries; service_id < KM_MAX_SERVICES */
 #define KM_MAX_CLUSTER_IDS    32768  /* clusters; cluster_id < KM_MAX_CLUSTER_IDS */
 #define KM_MAX_SLOTS	      262144 /* all clusters' slot tables together */
+#define KM_MAX_SOCKETS	      65536  /* km_socks: accelerated sockets on the node */
+#define KM_MAX_LOCAL_IPS      16384  /* km_local_ips: addresses of enrolled namespaces (LRU) */
 
 /* Load-balancing policy of a cluster (km_cluster.policy). */
 #define KM_POLICY_ROUND_ROBIN 0
@@ -84,6 +86,56 @@ struct km_orig_dst {
 struct km_stats {
 	__u64 redirected;  /* connects rewritten to an endpoint */
 	__u64 no_endpoint; /* matched, but no endpoint to pick: left untouched */
+};
+
+/*
+ * km_socks (sockhash) key: one established TCP socket by its own view of the
+ * connection. The peer of {local, remote} is the socket keyed {remote,
+ * local}. IPv4 (and IPv4-mapped IPv6) uses ip[0] only with family
+ * KM_AF_INET; ports are in host byte order.
+ */
+struct km_sock_key {
+	__u32 family;
+	__u32 local_port;
+	__u32 remote_port;
+	__be32 local_ip[4];
+	__be32 remote_ip[4];
+};
+
+/* km_local_ips (LRU hash) key; the value is the namespace's netns cookie. */
+struct km_ip {
+	__u32 family; /* KM_AF_INET (ip[0] only) or KM_AF_INET6 */
+	__be32 ip[4];
+};
+
+/* km_accel_sk (sk_storage) value: a sending socket's one-time decision. */
+#define KM_ACCEL_UNDECIDED 0
+#define KM_ACCEL_REDIRECT  1 /* the peer was in km_socks at the first send */
+#define KM_ACCEL_PASS	   2 /* it was not: this socket never redirects */
+
+struct km_accel_sk {
+	__u32 state;
+};
+
+/*
+ * km_accel_ctl (array, one entry): user space's switch. PASS_ALL sends every
+ * message through TCP/IP (uninstall sets it, then waits for readers to
+ * drain what was redirected to them before it frees km_socks: the kernel
+ * drops a socket's unread redirected bytes when it leaves the map).
+ */
+#define KM_ACCEL_CTL_PASS_ALL 1
+
+struct km_accel_ctl {
+	__u32 flags;
+};
+
+/* km_accel_stats (per-CPU, one entry): what the acceleration did. */
+struct km_accel_stats {
+	__u64 sockets;	   /* sockets added to km_socks */
+	__u64 sock_errors; /* sockets that could not be added (map full, duplicate key) */
+	__u64 redirected;  /* messages handed to the peer socket */
+	__u64 passed;	   /* messages sent through TCP/IP: no peer, or no decision storage */
+	__u64 not_local;   /* sockets not added: the peer is no address of an enrolled namespace here */
 };
 
 #endif /* __KMESH_TYPES_H__ */

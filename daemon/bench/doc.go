@@ -8,9 +8,9 @@
 //   - kmesh: to a service VIP that is routable nowhere; the real daemon
 //     (daemon.Run, in-process, on a config naming the VIP and the backend)
 //     rewrites connect() to the backend once the client is enrolled,
-//   - kmesh-skmsg: kmesh plus a sockops/sk_msg same-node acceleration
-//     experiment (testdata/skmsg, skmsg_test.go) that redirects each send
-//     to the peer socket, to decide whether building it pays,
+//   - kmesh-accel: kmesh with the backend's namespace enrolled too, as for
+//     two pods of one node: same-node acceleration (bpf/sockmap.c, loaded
+//     by the daemon) hands each send straight to the peer socket,
 //   - proxy-tcp / proxy-http: to haproxy on 127.0.0.1 inside the client
 //     namespace (a user-space sidecar stand-in, TCP or HTTP mode),
 //

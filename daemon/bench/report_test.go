@@ -263,9 +263,13 @@ func (r *report) markdown() string {
 			{"proxy-http / kmesh p99", caseProxyHTTP, caseKmesh, true, p99Of, "≥ 2", func(v float64) bool { return v >= 2 }},
 			{"proxy-tcp / kmesh CPU per request", caseProxyTCP, caseKmesh, true, cpuOf, "(no goal)", nil},
 			{"proxy-http / kmesh CPU per request", caseProxyHTTP, caseKmesh, true, cpuOf, "(no goal)", nil},
-			{"kmesh-skmsg / kmesh max req/s (experiment)", caseKmeshSkmsg, caseKmesh, false, qpsOf, "(decides sockops/sk_msg)", nil},
-			{"kmesh-skmsg / kmesh p99 (experiment)", caseKmeshSkmsg, caseKmesh, true, p99Of, "(decides sockops/sk_msg)", nil},
-			{"kmesh-skmsg / kmesh CPU per request (experiment)", caseKmeshSkmsg, caseKmesh, true, cpuOf, "(decides sockops/sk_msg)", nil},
+			{"kmesh-accel / direct max req/s", caseKmeshAccel, caseDirect, false, qpsOf, "≥ 0.95 (within 5%)", func(v float64) bool { return v >= 0.95 }},
+			{"kmesh-accel / direct p99", caseKmeshAccel, caseDirect, true, p99Of, "≤ 1.05 (within 5%)", func(v float64) bool { return v <= 1.05 }},
+			{"proxy-tcp / kmesh-accel p99", caseProxyTCP, caseKmeshAccel, true, p99Of, "≥ 2", func(v float64) bool { return v >= 2 }},
+			{"proxy-http / kmesh-accel p99", caseProxyHTTP, caseKmeshAccel, true, p99Of, "≥ 2", func(v float64) bool { return v >= 2 }},
+			{"kmesh-accel / kmesh max req/s", caseKmeshAccel, caseKmesh, false, qpsOf, "(what acceleration gains)", nil},
+			{"kmesh-accel / kmesh p99", caseKmeshAccel, caseKmesh, true, p99Of, "(what acceleration gains)", nil},
+			{"kmesh-accel / kmesh CPU per request", caseKmeshAccel, caseKmesh, true, cpuOf, "(what acceleration gains)", nil},
 		} {
 			var cells, met []string
 			for _, sc := range scenarios {

@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -18,6 +19,7 @@ import (
 	"kmesh.dev/kmesh/daemon"
 	"kmesh.dev/kmesh/daemon/config/configtest"
 	"kmesh.dev/kmesh/daemon/internal/testnet"
+	"kmesh.dev/kmesh/daemon/maps"
 )
 
 // Addresses exist only inside the benchmark's namespaces. The VIP is routable
@@ -220,15 +222,69 @@ func waitReady(admin string, timeout time.Duration, exited func() error) error {
 }
 
 // setEnrolled enrolls or releases the client namespace through the admin API.
-func (tp *topo) setEnrolled(b *testing.B, on bool) {
+func (tp *topo) setEnrolled(b *testing.B, on bool) { tp.enroll(b, tp.client.Name, on) }
+
+// setServerEnrolled enrolls or releases the backend's namespace: with both
+// ends enrolled, their connections are accelerated (same-node).
+func (tp *topo) setServerEnrolled(b *testing.B, on bool) { tp.enroll(b, tp.server.Name, on) }
+
+func (tp *topo) enroll(b *testing.B, netns string, on bool) {
 	b.Helper()
 	path := "/unenroll"
 	if on {
 		path = "/enroll"
 	}
-	if code, body, err := httpDo(http.MethodPost, "http://"+tp.dopts.AdminAddr+path+"?netns="+tp.client.Name); code != http.StatusOK {
+	if code, body, err := httpDo(http.MethodPost, "http://"+tp.dopts.AdminAddr+path+"?netns="+netns); code != http.StatusOK {
 		b.Fatalf("POST %s: %d %s %v", path, code, body, err)
 	}
+}
+
+// accelStats reads same-node acceleration's counters from /status.
+func (tp *topo) accelStats(b *testing.B) maps.AccelStats {
+	b.Helper()
+	_, body, err := httpDo(http.MethodGet, "http://"+tp.dopts.AdminAddr+"/status")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var st daemon.Status
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		b.Fatalf("/status: %v", err)
+	}
+	if !st.SameNodeAccel.Enabled || st.SameNodeAccel.Stats == nil {
+		b.Fatalf("same-node acceleration is off on this kernel (%s): the kmesh-accel case cannot run", st.SameNodeAccel.Note)
+	}
+	return *st.SameNodeAccel.Stats
+}
+
+// checkAccel proves what the kmesh-accel case measures: with both
+// namespaces enrolled an HTTP request to the VIP is redirected socket to
+// socket both ways; with only the client enrolled (the kmesh case) nothing
+// is redirected.
+func (tp *topo) checkAccel(b *testing.B) {
+	b.Helper()
+	tp.setEnrolled(b, true)
+	defer tp.setEnrolled(b, false)
+	// the first connection teaches kmesh the backend's address
+	tp.setServerEnrolled(b, true)
+	if st, err := tp.get(vipAddr); err != nil || !strings.Contains(st, " 200 ") {
+		b.Fatalf("GET via the VIP: %q %v", st, err)
+	}
+	for _, both := range []bool{true, false} {
+		tp.setServerEnrolled(b, both)
+		before := tp.accelStats(b)
+		if st, err := tp.get(vipAddr); err != nil || !strings.Contains(st, " 200 ") {
+			b.Fatalf("GET via the VIP (backend enrolled: %v): %q %v", both, st, err)
+		}
+		d := tp.accelStats(b)
+		sockets, redirected, notLocal := d.Sockets-before.Sockets, d.Redirected-before.Redirected, d.NotLocal-before.NotLocal
+		switch {
+		case both && (sockets != 2 || redirected < 2):
+			b.Fatalf("both ends enrolled: %d sockets accelerated, %d sends redirected; want 2 and the request and response", sockets, redirected)
+		case !both && (sockets != 0 || notLocal != 1 || redirected != 0):
+			b.Fatalf("client only: %d sockets accelerated (%d not local), %d sends redirected; want 0 (1) and 0: the kmesh case must not run sk_msg", sockets, notLocal, redirected)
+		}
+	}
+	tp.setServerEnrolled(b, false)
 }
 
 // redirected reads the daemon's connection counter for the benchmark service.

@@ -18,14 +18,15 @@ import (
 const (
 	caseDirect = "direct"
 	caseKmesh  = "kmesh"
-	// caseKmeshSkmsg is kmesh plus the sockops/sk_msg same-node
-	// acceleration experiment (skmsg_test.go).
-	caseKmeshSkmsg = "kmesh-skmsg"
+	// caseKmeshAccel is kmesh with the backend's namespace enrolled too:
+	// both ends are pods of this node, so same-node acceleration
+	// (bpf/sockmap.c) hands each send to the peer socket.
+	caseKmeshAccel = "kmesh-accel"
 	caseProxyTCP   = "proxy-tcp"
 	caseProxyHTTP  = "proxy-http"
 )
 
-var caseNames = []string{caseDirect, caseKmesh, caseKmeshSkmsg, caseProxyTCP, caseProxyHTTP}
+var caseNames = []string{caseDirect, caseKmesh, caseKmeshAccel, caseProxyTCP, caseProxyHTTP}
 
 type scenario struct {
 	name      string
@@ -89,13 +90,12 @@ func benchLoad(b *testing.B, s settings, tl tools, rep *report) {
 	tp := newTopo(b, tl, s.nice)
 	tp.startDaemon(b)
 	tp.checkPaths(b)
-	accel := startSkmsg(b, tp.dopts.Cgroup2Path, tp.client.Cookie(b), tp.server.Cookie(b))
-	tp.checkSkmsg(b, accel)
+	tp.checkAccel(b)
 
 	urls := map[string]string{
 		caseDirect:     backendAddr,
 		caseKmesh:      vipAddr,
-		caseKmeshSkmsg: vipAddr,
+		caseKmeshAccel: vipAddr,
 		caseProxyTCP:   proxyTCP,
 		caseProxyHTTP:  proxyHTTP,
 	}
@@ -107,13 +107,13 @@ func benchLoad(b *testing.B, s settings, tl tools, rep *report) {
 	// run loads one case; qps 0 is the maximum rate.
 	run := func(sc scenario, name string, d time.Duration, qps int) sample {
 		b.Helper()
-		if name == caseKmesh || name == caseKmeshSkmsg {
+		if name == caseKmesh || name == caseKmeshAccel {
 			tp.setEnrolled(b, true)
 			defer tp.setEnrolled(b, false)
 		}
-		if name == caseKmeshSkmsg {
-			accel.on(b, true)
-			defer accel.on(b, false)
+		if name == caseKmeshAccel {
+			tp.setServerEnrolled(b, true)
+			defer tp.setServerEnrolled(b, false)
 		}
 		var cpu0 time.Duration
 		if p := proxies[name]; p != nil {
@@ -148,7 +148,7 @@ func benchLoad(b *testing.B, s settings, tl tools, rep *report) {
 		case !sc.keepalive && sm.sockets < sm.count:
 			b.Errorf("%s, new connection per request: %d connections for %d requests", name, sm.sockets, sm.count)
 		}
-		if name == caseKmesh || name == caseKmeshSkmsg {
+		if name == caseKmesh || name == caseKmeshAccel {
 			kmeshSockets += sm.sockets
 		}
 

@@ -50,6 +50,7 @@ type Dataplane struct {
 	// progs are the attachable programs by "object/program".
 	progs        map[string]program
 	links        map[string]link.Link
+	mapAttached  map[string]bool
 	adoptedLinks map[string]bool
 	state        state
 	adopted      []string
@@ -58,16 +59,22 @@ type Dataplane struct {
 // state is what the loader records next to its pins, so a later run (or
 // uninstall) knows what it made.
 type state struct {
-	MountedBPFFS   bool      `json:"mounted_bpffs"`
-	MountedCgroup2 bool      `json:"mounted_cgroup2"`
-	Cgroup2Path    string    `json:"cgroup2_path"`
-	Objects        []string  `json:"objects"`
-	Updated        time.Time `json:"updated"`
+	MountedBPFFS   bool     `json:"mounted_bpffs"`
+	MountedCgroup2 bool     `json:"mounted_cgroup2"`
+	Cgroup2Path    string   `json:"cgroup2_path"`
+	Objects        []string `json:"objects"`
+	// MapAttached names the map each map-attached program (sk_msg) is
+	// attached to, by program ("object/program"); uninstall detaches them.
+	MapAttached map[string]string `json:"map_attached,omitempty"`
+	Updated     time.Time         `json:"updated"`
 }
 
 type program struct {
 	prog   *ebpf.Program
 	attach ebpf.AttachType
+	// onMap is the map a map-attached program (sk_msg) attaches to; "" for
+	// cgroup programs.
+	onMap string
 }
 
 // ObjectInfo describes a loaded object for /status.
@@ -81,6 +88,10 @@ type ObjectInfo struct {
 type LinkInfo struct {
 	Program string `json:"program"`
 	Attach  string `json:"attach"`
+	// Map is the map a map-attached program (sk_msg) is attached to; Pin
+	// is then the program's pin, and Adopted says it replaced a program
+	// attached by an earlier run.
+	Map     string `json:"map,omitempty"`
 	Pin     string `json:"pin"`
 	Adopted bool   `json:"adopted"`
 }
@@ -100,13 +111,26 @@ func (c *Config) defaults() {
 }
 
 func (c Config) pinRoot() string { return filepath.Join(c.BPFFSPath, PinDir) }
+
+// MapPinPath is where the loader pins the map name (the default paths
+// apply to an unset Config).
+func (c Config) MapPinPath(name string) string {
+	c.defaults()
+	return c.mapPin(name)
+}
 func (c Config) mapPin(n string) string {
 	return filepath.Join(c.pinRoot(), "maps", n)
 }
 func (c Config) linkPin(n string) string {
 	return filepath.Join(c.pinRoot(), "links", strings.ReplaceAll(n, "/", "__"))
 }
+func (c Config) progPin(n string) string {
+	return filepath.Join(c.pinRoot(), "progs", strings.ReplaceAll(n, "/", "__"))
+}
 func (c Config) statePath() string { return filepath.Join(c.pinRoot(), "state") }
+
+// pinName turns a link or program pin's file name back into "object/program".
+func pinName(p string) string { return strings.ReplaceAll(filepath.Base(p), "__", "/") }
 
 // Load mounts bpffs and cgroup2 when needed, loads every object in
 // cfg.ObjectDir and pins their maps, reusing maps that are already pinned.
@@ -126,7 +150,7 @@ func Load(cfg Config) (*Dataplane, error) {
 	sort.Strings(objs)
 
 	d := &Dataplane{cfg: cfg, log: log, colls: map[string]*ebpf.Collection{}, Maps: map[string]*ebpf.Map{},
-		progs: map[string]program{}, links: map[string]link.Link{}, adoptedLinks: map[string]bool{}}
+		progs: map[string]program{}, links: map[string]link.Link{}, mapAttached: map[string]bool{}, adoptedLinks: map[string]bool{}}
 	prev, _ := readState(cfg.statePath())
 	d.state = prev
 
@@ -157,7 +181,7 @@ func Load(cfg Config) (*Dataplane, error) {
 	}
 	d.state.MountedCgroup2 = d.state.MountedCgroup2 || mounted
 	d.state.Cgroup2Path = cfg.Cgroup2Path
-	for _, dir := range []string{filepath.Join(cfg.pinRoot(), "maps"), filepath.Join(cfg.pinRoot(), "links")} {
+	for _, dir := range []string{filepath.Join(cfg.pinRoot(), "maps"), filepath.Join(cfg.pinRoot(), "links"), filepath.Join(cfg.pinRoot(), "progs")} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("create pin directory: %w", err)
 		}
@@ -244,11 +268,36 @@ func (d *Dataplane) loadObject(path string) error {
 		}
 	}
 	for pn, p := range coll.Programs {
-		if at, ok := cgroupAttach(spec.Programs[pn]); ok {
-			d.progs[name+"/"+pn] = program{p, at}
+		ps := spec.Programs[pn]
+		if at, ok := cgroupAttach(ps); ok {
+			d.progs[name+"/"+pn] = program{prog: p, attach: at}
+			continue
+		}
+		if ps.Type == ebpf.SkMsg {
+			m, err := socketMap(spec, name)
+			if err != nil {
+				return fmt.Errorf("load object %s: program %s: %w", name, pn, err)
+			}
+			d.progs[name+"/"+pn] = program{prog: p, attach: ebpf.AttachSkMsgVerdict, onMap: m}
 		}
 	}
 	return nil
+}
+
+// socketMap is the sockhash or sockmap of an object, which its sk_msg
+// program attaches to: an object holds at most one.
+func socketMap(spec *ebpf.CollectionSpec, object string) (string, error) {
+	var found []string
+	for mn, ms := range spec.Maps {
+		if ms.Type == ebpf.SockHash || ms.Type == ebpf.SockMap {
+			found = append(found, mn)
+		}
+	}
+	if len(found) != 1 {
+		sort.Strings(found)
+		return "", fmt.Errorf("an sk_msg program attaches to its object's one sockhash or sockmap; %s has %d %v", object, len(found), found)
+	}
+	return found[0], nil
 }
 
 // isInternalMap tells .rodata/.data/.bss maps, which are per object.
@@ -262,16 +311,33 @@ func cgroupAttach(ps *ebpf.ProgramSpec) (ebpf.AttachType, bool) {
 	return 0, false
 }
 
-// Attach attaches every cgroup program at the cgroup2 root. A program whose
-// pinned link exists is swapped into that link atomically (adoption); others
-// get a new link, pinned.
+// Attach attaches the programs: map-attached ones (sk_msg) first, so that a
+// socket the sockops program adds to the map already has its verdict
+// program, then every cgroup program at the cgroup2 root. A cgroup program
+// whose pinned link exists is swapped into that link atomically (adoption);
+// others get a new link, pinned. An sk_msg program replaces the one attached
+// to its map, which stays pinned in between (sockets already in the map keep
+// the program they were added with). Links and programs pinned by an earlier
+// version that this one no longer has are detached last.
 func (d *Dataplane) Attach() error {
 	names := make([]string, 0, len(d.progs))
 	for n := range d.progs {
 		names = append(names, n)
 	}
-	sort.Strings(names)
+	sort.Slice(names, func(i, j int) bool {
+		mi, mj := d.progs[names[i]].onMap != "", d.progs[names[j]].onMap != ""
+		if mi != mj {
+			return mi
+		}
+		return names[i] < names[j]
+	})
 	for _, n := range names {
+		if d.progs[n].onMap != "" {
+			if err := d.attachToMap(n); err != nil {
+				return err
+			}
+			continue
+		}
 		prog, at := d.progs[n].prog, d.progs[n].attach
 		pin := d.cfg.linkPin(n)
 		if l, err := link.LoadPinnedLink(pin, nil); err == nil {
@@ -296,6 +362,75 @@ func (d *Dataplane) Attach() error {
 		}
 		d.links[n] = l
 		d.log.WithFields(logrus.Fields{"program": n, "attach": at.String(), "cgroup": d.cfg.Cgroup2Path}).Info("attached")
+	}
+	return d.detachStale()
+}
+
+// attachToMap attaches the map-attached program n to its map and pins it
+// (the pin is how uninstall finds it to detach).
+func (d *Dataplane) attachToMap(n string) error {
+	p := d.progs[n]
+	m := d.Maps[p.onMap]
+	if m == nil {
+		return fmt.Errorf("attach %s: map %s not loaded", n, p.onMap)
+	}
+	if err := link.RawAttachProgram(link.RawAttachProgramOptions{Target: m.FD(), Program: p.prog, Attach: p.attach}); err != nil {
+		return fmt.Errorf("attach %s (%s) to map %s: %w", n, p.attach, p.onMap, err)
+	}
+	pin := d.cfg.progPin(n)
+	_, err := os.Stat(pin)
+	replaced := err == nil
+	if err := os.Remove(pin); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("replace pin of program %s: %w", n, err)
+	}
+	if err := p.prog.Pin(pin); err != nil {
+		return fmt.Errorf("pin program %s: %w", n, err)
+	}
+	if d.state.MapAttached == nil {
+		d.state.MapAttached = map[string]string{}
+	}
+	d.state.MapAttached[n] = p.onMap
+	if err := writeState(d.cfg.statePath(), d.state); err != nil {
+		return err
+	}
+	d.mapAttached[n] = true
+	d.adoptedLinks[n] = replaced
+	d.log.WithFields(logrus.Fields{"program": n, "attach": p.attach.String(), "map": p.onMap, "replaced": replaced}).Info("attached")
+	return nil
+}
+
+// detachStale detaches the links and map-attached programs pinned by an
+// earlier run whose programs this one does not have (an object or program
+// that a new version or another feature set dropped), so that no old
+// program keeps running unseen.
+func (d *Dataplane) detachStale() error {
+	var errs []error
+	links, _ := filepath.Glob(filepath.Join(d.cfg.pinRoot(), "links", "*"))
+	for _, p := range links {
+		n := pinName(p)
+		if _, ok := d.progs[n]; ok {
+			continue
+		}
+		errs = append(errs, detachLinkPin(p)...)
+		d.log.WithFields(logrus.Fields{"program": n, "pin": p}).Warn("detached a program this version does not have")
+	}
+	progs, _ := filepath.Glob(filepath.Join(d.cfg.pinRoot(), "progs", "*"))
+	for _, p := range progs {
+		n := pinName(p)
+		if _, ok := d.progs[n]; ok {
+			continue
+		}
+		errs = append(errs, detachProgPin(d.cfg, p, d.state.MapAttached[n])...)
+		delete(d.state.MapAttached, n)
+		d.log.WithFields(logrus.Fields{"program": n, "pin": p}).Warn("detached a program this version does not have")
+	}
+	if len(progs) > 0 {
+		if err := writeState(d.cfg.statePath(), d.state); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("detach stale programs: %w", err)
 	}
 	return nil
 }
@@ -326,6 +461,9 @@ func (d *Dataplane) Links() []LinkInfo {
 	var out []LinkInfo
 	for n := range d.links {
 		out = append(out, LinkInfo{Program: n, Attach: d.progs[n].attach.String(), Pin: d.cfg.linkPin(n), Adopted: d.adoptedLinks[n]})
+	}
+	for n := range d.mapAttached {
+		out = append(out, LinkInfo{Program: n, Attach: d.progs[n].attach.String(), Map: d.progs[n].onMap, Pin: d.cfg.progPin(n), Adopted: d.adoptedLinks[n]})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Program < out[j].Program })
 	return out

@@ -27,10 +27,12 @@ func uniq() string {
 }
 
 // compile builds testdata/probe_counter.c into dir/<name>.o with clang-19.
-func compile(t *testing.T, dir, name string) {
+func compile(t *testing.T, dir, name string) { compileSrc(t, "testdata/probe_counter.c", dir, name) }
+
+func compileSrc(t *testing.T, src, dir, name string) {
 	t.Helper()
 	out, err := exec.Command("clang-19", "-O2", "-g", "-target", "bpf", "-Wall", "-Werror", "-I", multiarchInclude(),
-		"-c", "testdata/probe_counter.c", "-o", filepath.Join(dir, name+".o")).CombinedOutput()
+		"-c", src, "-o", filepath.Join(dir, name+".o")).CombinedOutput()
 	if err != nil {
 		t.Fatalf("clang-19 (make deps installs it): %v\n%s", err, out)
 	}
@@ -191,6 +193,108 @@ func TestLoadAttachAdoptUninstall(t *testing.T) {
 	}
 	if err := Uninstall(cfg); err != nil {
 		t.Errorf("second uninstall: %v", err)
+	}
+}
+
+// TestMapAttachedAndStale: an sk_msg program is attached to its object's
+// sockhash and pinned, replaced on restart, and detached with its object's
+// cgroup link when a later version no longer has the object.
+func TestMapAttachedAndStale(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("privileged test: run as root")
+	}
+	objDir := t.TempDir()
+	compile(t, objDir, "a")
+	compileSrc(t, "testdata/sock_pair.c", objDir, "pair")
+	base := t.TempDir()
+	cfg := Config{ObjectDir: objDir, BPFFSPath: filepath.Join(base, "bpffs"), Cgroup2Path: filepath.Join(base, "cgroup2")}
+	t.Cleanup(func() { Uninstall(cfg) })
+
+	verdictProg := func() ebpf.ProgramID {
+		t.Helper()
+		p, err := ebpf.LoadPinnedProgram(cfg.progPin("pair/test_verdict"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		info, _ := p.Info()
+		id, _ := info.ID()
+		return id
+	}
+	run := func(wantReplaced bool) {
+		t.Helper()
+		d, err := Load(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		if err := d.Attach(); err != nil {
+			t.Fatal(err)
+		}
+		var onMap []LinkInfo
+		for _, l := range d.Links() {
+			if l.Map != "" {
+				onMap = append(onMap, l)
+			}
+		}
+		if len(d.Links()) != 3 || len(onMap) != 1 || onMap[0].Map != "test_socks" || onMap[0].Attach != ebpf.AttachSkMsgVerdict.String() ||
+			onMap[0].Adopted != wantReplaced || onMap[0].Pin != cfg.progPin("pair/test_verdict") {
+			t.Fatalf("links %+v", d.Links())
+		}
+	}
+	run(false)
+	first := verdictProg()
+	run(true)
+	if second := verdictProg(); second == first {
+		t.Errorf("restart kept program %d on the map, want the new load", first)
+	}
+	held, err := ebpf.LoadPinnedProgram(cfg.progPin("pair/test_verdict"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	sockopsLinks := pinnedLinkIDs(t, cfg)
+
+	// a version without pair.o: its link and program go
+	if err := os.Remove(filepath.Join(objDir, "pair.o")); err != nil {
+		t.Fatal(err)
+	}
+	d, err := Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Attach(); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	if _, err := os.Stat(cfg.progPin("pair/test_verdict")); !os.IsNotExist(err) {
+		t.Errorf("stale program pin: %v", err)
+	}
+	if _, err := os.Stat(cfg.linkPin("pair/test_sockops")); !os.IsNotExist(err) {
+		t.Errorf("stale link pin: %v", err)
+	}
+	if got := pinnedLinkIDs(t, cfg); len(got) != 1 || len(sockopsLinks) != 2 {
+		t.Errorf("links before %v, after dropping pair.o %v: want only connect4's", sockopsLinks, got)
+	}
+	st, err := readState(cfg.statePath())
+	if err != nil || len(st.MapAttached) != 0 {
+		t.Errorf("state after dropping pair.o: %+v %v", st, err)
+	}
+	// the sockhash (still pinned: maps outlive their objects until
+	// uninstall) no longer has the program: detaching it again fails
+	m, err := ebpf.LoadPinnedMap(cfg.mapPin("test_socks"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := link.RawDetachProgram(link.RawDetachProgramOptions{Target: m.FD(), Program: held, Attach: ebpf.AttachSkMsgVerdict}); err == nil {
+		t.Error("the dropped sk_msg program was still attached to its map")
+	}
+	if err := Uninstall(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(cfg.pinRoot()); !os.IsNotExist(err) {
+		t.Errorf("pin root after uninstall: %v", err)
 	}
 }
 

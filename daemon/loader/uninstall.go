@@ -20,25 +20,16 @@ func Uninstall(cfg Config) error {
 	st, stErr := readState(cfg.statePath())
 	var errs []error
 
+	// Cgroup links first, so that no new socket enters a socket map, then
+	// the programs attached to those maps.
 	links, _ := filepath.Glob(filepath.Join(cfg.pinRoot(), "links", "*"))
 	for _, p := range links {
-		l, err := link.LoadPinnedLink(p, nil)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("open pinned link %s: %w", p, err))
-			continue
-		}
-		// Detach now: dropping the last reference detaches too, but the
-		// kernel frees an unpinned link only after an RCU grace period and
-		// a work item, so until then the program would still run (seen on
-		// 5.10). LINK_DETACH needs 5.9; before that the last reference is
-		// the way.
-		if err := l.Detach(); err != nil && !errors.Is(err, ebpf.ErrNotSupported) {
-			errs = append(errs, fmt.Errorf("detach link %s: %w", p, err))
-		}
-		if err := l.Unpin(); err != nil {
-			errs = append(errs, fmt.Errorf("unpin link %s: %w", p, err))
-		}
-		l.Close()
+		errs = append(errs, detachLinkPin(p)...)
+		log.WithField("pin", p).Info("detached")
+	}
+	progs, _ := filepath.Glob(filepath.Join(cfg.pinRoot(), "progs", "*"))
+	for _, p := range progs {
+		errs = append(errs, detachProgPin(cfg, p, st.MapAttached[pinName(p)])...)
 		log.WithField("pin", p).Info("detached")
 	}
 	maps, _ := filepath.Glob(filepath.Join(cfg.pinRoot(), "maps", "*"))
@@ -47,7 +38,7 @@ func Uninstall(cfg Config) error {
 			errs = append(errs, fmt.Errorf("remove map pin %s: %w", p, err))
 		}
 	}
-	for _, p := range []string{cfg.statePath(), filepath.Join(cfg.pinRoot(), "maps"), filepath.Join(cfg.pinRoot(), "links"), cfg.pinRoot()} {
+	for _, p := range []string{cfg.statePath(), filepath.Join(cfg.pinRoot(), "maps"), filepath.Join(cfg.pinRoot(), "links"), filepath.Join(cfg.pinRoot(), "progs"), cfg.pinRoot()} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("remove %s: %w", p, err))
 		}
@@ -69,6 +60,54 @@ func Uninstall(cfg Config) error {
 	}
 	log.Info("uninstalled")
 	return nil
+}
+
+// detachLinkPin detaches a pinned link and removes its pin.
+func detachLinkPin(p string) []error {
+	l, err := link.LoadPinnedLink(p, nil)
+	if err != nil {
+		return []error{fmt.Errorf("open pinned link %s: %w", p, err)}
+	}
+	defer l.Close()
+	var errs []error
+	// Detach now: dropping the last reference detaches too, but the kernel
+	// frees an unpinned link only after an RCU grace period and a work
+	// item, so until then the program would still run (seen on 5.10).
+	// LINK_DETACH needs 5.9; before that the last reference is the way.
+	if err := l.Detach(); err != nil && !errors.Is(err, ebpf.ErrNotSupported) {
+		errs = append(errs, fmt.Errorf("detach link %s: %w", p, err))
+	}
+	if err := l.Unpin(); err != nil {
+		errs = append(errs, fmt.Errorf("unpin link %s: %w", p, err))
+	}
+	return errs
+}
+
+// detachProgPin detaches a pinned map-attached program from the pinned map
+// mapName and removes the program's pin. A map that is gone took the
+// attachment with it.
+func detachProgPin(cfg Config, p, mapName string) []error {
+	prog, err := ebpf.LoadPinnedProgram(p, nil)
+	if err != nil {
+		return []error{fmt.Errorf("open pinned program %s: %w", p, err)}
+	}
+	defer prog.Close()
+	var errs []error
+	if mapName == "" {
+		errs = append(errs, fmt.Errorf("detach program %s: the loader state does not name its map; removing the pin only", p))
+	} else if m, err := ebpf.LoadPinnedMap(cfg.mapPin(mapName), nil); err == nil {
+		// the loader map-attaches sk_msg programs only
+		if err := link.RawDetachProgram(link.RawDetachProgramOptions{Target: m.FD(), Program: prog, Attach: ebpf.AttachSkMsgVerdict}); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("detach program %s from map %s: %w", p, mapName, err))
+		}
+		m.Close()
+	} else if !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("open pinned map %s: %w", mapName, err))
+	}
+	if err := os.Remove(p); err != nil {
+		errs = append(errs, fmt.Errorf("unpin program %s: %w", p, err))
+	}
+	return errs
 }
 
 func unmount(dir, fstype string, log logrus.FieldLogger) []error {

@@ -199,16 +199,7 @@ func TestDatapath(t *testing.T) {
 			if objs.TracksOrigDst() != v.skStorage {
 				t.Fatalf("TracksOrigDst = %v", objs.TracksOrigDst())
 			}
-			links, err := objs.AttachCgroup(cg.Path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				for _, l := range links {
-					l.Close()
-				}
-			})
-			if len(links) != 2 {
+			if links := attachForTest(t, objs, cg.Path); len(links) != 2 {
 				t.Fatalf("%d links, want connect4 and connect6", len(links))
 			}
 			if err := objs.Enroll(topo.clientCookie); err != nil {

@@ -12,12 +12,29 @@ import (
 	"github.com/cilium/ebpf/btf"
 )
 
-// mirrors names each map's Go key and value mirror.
-var mirrors = map[string]struct {
+// mirror is a map's Go key and value mirror, with its size and type.
+type mirror struct {
 	key, value reflect.Type
 	maxEntries uint32
 	typ        ebpf.MapType
-}{
+}
+
+// checkMirror compares a map of an object with its Go mirror.
+func checkMirror(t *testing.T, name string, ms *ebpf.MapSpec, want mirror) {
+	t.Helper()
+	if ms.Type != want.typ || ms.MaxEntries != want.maxEntries {
+		t.Errorf("map %s: type %s max_entries %d, Go expects %s %d", name, ms.Type, ms.MaxEntries, want.typ, want.maxEntries)
+	}
+	if err := checkLayout(want.key, ms.Key, name+" key"); err != nil {
+		t.Error(err)
+	}
+	if err := checkLayout(want.value, ms.Value, name+" value"); err != nil {
+		t.Error(err)
+	}
+}
+
+// mirrors names each map's Go key and value mirror.
+var mirrors = map[string]mirror{
 	MapEnrolled:     {reflect.TypeFor[uint64](), reflect.TypeFor[uint32](), MaxEnrolledNetns, ebpf.Hash},
 	MapServices:     {reflect.TypeFor[Addr](), reflect.TypeFor[ServiceValue](), MaxServices, ebpf.Hash},
 	MapClusters:     {reflect.TypeFor[uint32](), reflect.TypeFor[ClusterValue](), MaxClusterIDs, ebpf.Hash},
@@ -48,15 +65,7 @@ func TestLayout(t *testing.T) {
 					t.Errorf("map %s missing from the object", name)
 					continue
 				}
-				if ms.Type != want.typ || ms.MaxEntries != want.maxEntries {
-					t.Errorf("map %s: type %s max_entries %d, Go expects %s %d", name, ms.Type, ms.MaxEntries, want.typ, want.maxEntries)
-				}
-				if err := checkLayout(want.key, ms.Key, name+" key"); err != nil {
-					t.Error(err)
-				}
-				if err := checkLayout(want.value, ms.Value, name+" value"); err != nil {
-					t.Error(err)
-				}
+				checkMirror(t, name, ms, want)
 			}
 			if len(spec.Maps) != len(mirrors)-map[bool]int{true: 0, false: 1}[v.skStorage] {
 				t.Errorf("object has %d maps, Go mirrors %d: add the new map to mirrors", len(spec.Maps), len(mirrors))

@@ -18,6 +18,7 @@ type Maps struct {
 	svcStats     *ebpf.Map
 	clusterStats *ebpf.Map
 	origDst      *ebpf.Map // nil when the object was built without sk_storage
+	accelStats   *ebpf.Map // nil without same-node acceleration (sockmap.o)
 
 	mu sync.Mutex
 	// noBatch forces the one-element-per-syscall path (tests exercise it).
@@ -48,7 +49,33 @@ func FromMaps(ms map[string]*ebpf.Map) (*Maps, error) {
 		*dst = mp
 	}
 	m.origDst = ms[MapOrigDst]
+	m.accelStats = ms[MapAccelStats]
 	return m, nil
+}
+
+// Accelerates reports whether same-node acceleration is loaded (sockmap.o
+// with its programs).
+func (m *Maps) Accelerates() bool { return m.accelStats != nil }
+
+// AccelStatsOf returns same-node acceleration's counters, summed over CPUs;
+// zero without it.
+func (m *Maps) AccelStatsOf() (AccelStats, error) {
+	var sum AccelStats
+	if m.accelStats == nil {
+		return sum, nil
+	}
+	var per []AccelStats
+	if err := m.accelStats.Lookup(uint32(0), &per); err != nil {
+		return sum, fmt.Errorf("look up %s: %w", MapAccelStats, err)
+	}
+	for _, p := range per {
+		sum.Sockets += p.Sockets
+		sum.SockErrors += p.SockErrors
+		sum.Redirected += p.Redirected
+		sum.Passed += p.Passed
+		sum.NotLocal += p.NotLocal
+	}
+	return sum, nil
 }
 
 // TracksOrigDst reports whether the object records original destinations.

@@ -7,6 +7,7 @@ package maps
 import (
 	"fmt"
 	"path/filepath"
+	"testing"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -95,4 +96,19 @@ func (o *Objects) AttachCgroup(cgroupPath string) ([]link.Link, error) {
 		links = append(links, l)
 	}
 	return links, nil
+}
+
+// attachForTest is AttachCgroup, detached at the end of the test.
+func attachForTest(t *testing.T, o *Objects, cgroupPath string) []link.Link {
+	t.Helper()
+	links, err := o.AttachCgroup(cgroupPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, l := range links {
+			l.Close()
+		}
+	})
+	return links
 }

@@ -21,6 +21,10 @@ const (
 	MaxClusterIDs = 32768
 	// MaxSlots is km_slots' size: all slot tables together.
 	MaxSlots = 262144
+	// MaxSockets is km_socks' size: accelerated sockets on the node.
+	MaxSockets = 65536
+	// MaxLocalIPs is km_local_ips' size (LRU): addresses of enrolled namespaces.
+	MaxLocalIPs = 16384
 )
 
 // Map and program names in the object; maps are pinned under these names.
@@ -32,12 +36,24 @@ const (
 	MapSvcStats     = "km_svc_stats"
 	MapClusterStats = "km_clust_stats"
 	MapOrigDst      = "km_orig_dst"
+	// Maps of sockmap.o (same-node acceleration).
+	MapSocks      = "km_socks"
+	MapAccelSk    = "km_accel_sk"
+	MapAccelStats = "km_accel_stats"
+	MapAccelCtl   = "km_accel_ctl"
+	MapLocalIPs   = "km_local_ips"
 
 	ProgConnect4 = "kmesh_connect4"
 	ProgConnect6 = "kmesh_connect6"
 
+	ProgSockops = "kmesh_sockops"
+	ProgSkMsg   = "kmesh_sk_msg"
+
 	// ObjectConnect is the object file holding both connect programs.
 	ObjectConnect = "connect.o"
+	// ObjectSockmap holds same-node acceleration (sockops and sk_msg); it
+	// has no program when the kernel lacks what it needs.
+	ObjectSockmap = "sockmap.o"
 )
 
 // Address families as stored in Addr.Family (the kernel's AF_INET/AF_INET6).
@@ -195,6 +211,68 @@ type OrigDstValue struct {
 	Addr      Addr
 	ServiceID uint32
 	ClusterID uint32
+}
+
+// SockKey mirrors struct km_sock_key (km_socks' key): a socket's own view
+// of its connection, ports in host byte order.
+type SockKey struct {
+	Family     uint32
+	LocalPort  uint32
+	RemotePort uint32
+	LocalIP    [16]byte // network byte order; IPv4 uses [0:4]
+	RemoteIP   [16]byte
+}
+
+// SockKeyFrom is the km_socks key of the socket with these local and remote
+// addresses, as sockops makes it: IPv4-mapped IPv6 is IPv4.
+func SockKeyFrom(local, remote netip.AddrPort) (SockKey, error) {
+	l, r := local.Addr().Unmap(), remote.Addr().Unmap()
+	if l.Is4() != r.Is4() || !l.IsValid() || !r.IsValid() {
+		return SockKey{}, fmt.Errorf("socket key of %s -> %s: %w", local, remote, ErrInvalid)
+	}
+	k := SockKey{Family: uint32(FamilyIPv6), LocalPort: uint32(local.Port()), RemotePort: uint32(remote.Port())}
+	if l.Is4() {
+		k.Family = uint32(FamilyIPv4)
+		l4, r4 := l.As4(), r.As4()
+		copy(k.LocalIP[:4], l4[:])
+		copy(k.RemoteIP[:4], r4[:])
+		return k, nil
+	}
+	k.LocalIP, k.RemoteIP = l.As16(), r.As16()
+	return k, nil
+}
+
+// AccelSkValue mirrors struct km_accel_sk (km_accel_sk's sk_storage value).
+type AccelSkValue struct {
+	State uint32
+}
+
+// AccelCtlValue mirrors struct km_accel_ctl (km_accel_ctl's one value).
+type AccelCtlValue struct {
+	Flags uint32
+}
+
+// AccelPassAll (AccelCtlValue.Flags) sends every message through TCP/IP.
+const AccelPassAll uint32 = 1
+
+// AccelStats mirrors struct km_accel_stats; AccelStatsOf sums the CPUs.
+type AccelStats struct {
+	// Sockets were added to km_socks; SockErrors could not be (map full).
+	Sockets    uint64 `json:"sockets"`
+	SockErrors uint64 `json:"sock_errors"`
+	// Redirected messages went straight to the peer socket; Passed went
+	// through TCP/IP.
+	Redirected uint64 `json:"redirected"`
+	Passed     uint64 `json:"passed"`
+	// NotLocal sockets were not added: their peer is no address of an
+	// enrolled namespace on this node (yet).
+	NotLocal uint64 `json:"not_local"`
+}
+
+// IPKey mirrors struct km_ip (km_local_ips' key).
+type IPKey struct {
+	Family uint32
+	IP     [16]byte // network byte order; IPv4 uses [0:4]
 }
 
 // StatsValue mirrors struct km_stats (one CPU's counters).

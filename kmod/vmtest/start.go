@@ -103,7 +103,7 @@ func (r *StartResult) EffectiveMode() string {
 func (r *StartResult) Summary(kernel, label string, second *StartResult) string {
 	var b strings.Builder
 	d := r.Decision
-	fmt.Fprintf(&b, "%-6s %s: mode %s", kernel, label, r.EffectiveMode())
+	fmt.Fprintf(&b, "%-6s %s: mode %s, same-node acceleration %s", kernel, label, r.EffectiveMode(), onOff(d.Features.SameNodeAccel))
 	if r.Build != nil {
 		ok := 0
 		for _, v := range r.Build.Verify {
@@ -142,6 +142,13 @@ func (r *StartResult) Summary(kernel, label string, second *StartResult) string 
 		}
 	}
 	return b.String()
+}
+
+func onOff(v bool) string {
+	if v {
+		return "on"
+	}
+	return "off"
 }
 
 // oneLine folds a multi-line text (a kbuild log in a reason) into one line.

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+	"time"
 
 	"kmesh.dev/kmesh/builder"
 	"kmesh.dev/kmesh/probe"
@@ -46,10 +47,28 @@ func record(f probe.Features) *probe.Record {
 	return &probe.Record{Mode: probe.ModeCompat, Features: f, Inputs: probe.Inputs{BPFHeaderUsable: true}}
 }
 
-// DefaultFeatures are the features of a current kernel (this machine's).
+// DefaultFeatures are the features of a current kernel (this machine's),
+// with same-node acceleration as the running kernel has it: it needs 5.15+
+// and more, so 5.10's and 6.1's guests build sockmap.o without programs.
+// That one feature is probed, once per test binary.
 func DefaultFeatures() probe.Features {
-	return probe.Features{NetnsCookie: true, SkStorage: true, IPv6: true}
+	return probe.Features{NetnsCookie: true, SkStorage: true, IPv6: true, SameNodeAccel: KernelAccelerates()}
 }
+
+// KernelAccelerates reports whether the running kernel has what same-node
+// acceleration needs (probe.Features.SameNodeAccel of a live probe).
+func KernelAccelerates() bool {
+	accelOnce.Do(func() {
+		rec, _ := probe.Decide(probe.Probe(probe.Config{Live: true}), probe.ModeAuto, time.Now())
+		accel = rec != nil && rec.Features.SameNodeAccel
+	})
+	return accel
+}
+
+var (
+	accelOnce sync.Once
+	accel     bool
+)
 
 // RemoveObjects deletes what Objects built.
 func RemoveObjects() {

@@ -1,0 +1,142 @@
+package daemon
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	tn "kmesh.dev/kmesh/daemon/internal/testnet"
+	"kmesh.dev/kmesh/daemon/loader"
+	"kmesh.dev/kmesh/daemon/maps"
+)
+
+// TestDaemonSameNodeAccel: with the client and backend A enrolled, a
+// connection between them is accelerated; it stays so across a daemon
+// restart and keeps working, in order, after uninstall.
+func TestDaemonSameNodeAccel(t *testing.T) {
+	tp := newTopo(t)
+	e := newEnv(t, baseConfig("echo-a"), tp.Client.Path, tp.A.Path)
+	e.start()
+	st := e.status()
+	if !tn.KernelAccelerates() {
+		if st.SameNodeAccel.Enabled || !strings.Contains(st.SameNodeAccel.Note, "decision record") {
+			t.Errorf("kernel without acceleration: /status same_node_accel %+v", st.SameNodeAccel)
+		}
+		return
+	}
+	if !st.SameNodeAccel.Enabled || st.SameNodeAccel.Stats == nil {
+		t.Fatalf("same_node_accel %+v", st.SameNodeAccel)
+	}
+	// The echo server in A listened before the daemon attached: accepted
+	// sockets inherit their listener's cgroup, here the root's, where
+	// sockops runs. Enrolment is by namespace, not by cgroup.
+	// The first connection between the two teaches the daemon's
+	// km_local_ips A's address; it is not accelerated itself.
+	first, err := tp.Client.Dial("tcp", vipL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := tn.Echo(first, "learn"); err != nil || r != echoA+" learn" {
+		t.Fatalf("first connection: %q %v", r, err)
+	}
+	first.Close()
+	if s := e.status().SameNodeAccel.Stats; s == nil || s.NotLocal != 1 {
+		t.Fatalf("after the first connection: %+v, want the client's end not local (A not seen yet)", s)
+	}
+	long, err := tp.Client.Dial("tcp", vipL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer long.Close()
+	echo := func(i int) {
+		t.Helper()
+		line := fmt.Sprintf("line-%d", i)
+		if r, err := tn.Echo(long, line); err != nil || r != echoA+" "+line {
+			t.Fatalf("echo %d: %q %v", i, r, err)
+		}
+	}
+	waitFor(t, "both ends of the connection in km_socks", func() bool {
+		s := e.status().SameNodeAccel.Stats
+		return s != nil && s.Sockets >= 3 // the first connection's server end, and both of this one
+	})
+	for i := 0; i < 100; i++ {
+		echo(i)
+	}
+	before := *e.status().SameNodeAccel.Stats
+	if before.Redirected < 200 {
+		t.Errorf("after 100 echoes: %+v, want both directions redirected", before)
+	}
+	m := e.metrics()
+	if v := metricValue(m, `kmesh_accel_messages_total{result="redirected"}`); v != float64(before.Redirected) {
+		t.Errorf("kmesh_accel_messages_total{redirected} = %v, /status says %d", v, before.Redirected)
+	}
+	if v := metricValue(m, `kmesh_accel_sockets_not_local_total`); v != 1 {
+		t.Errorf("kmesh_accel_sockets_not_local_total = %v", v)
+	}
+	if v := metricValue(m, `kmesh_accel_sockets_total`); v < 3 {
+		t.Errorf("kmesh_accel_sockets_total = %v", v)
+	}
+
+	// restart: the sk_msg program is replaced on the adopted map; the
+	// established connection keeps its program and stays accelerated
+	e.stop()
+	echo(100)
+	e.start()
+	echo(101)
+	st = e.status()
+	for _, l := range st.Links {
+		if l.Map != "" && !l.Adopted {
+			t.Errorf("sk_msg after restart: %+v, want it to replace the earlier program", l)
+		}
+	}
+	if got := st.SameNodeAccel.Stats; got == nil || got.Redirected < before.Redirected+4 {
+		t.Errorf("across the restart: %+v, want the echoes still redirected (before %+v)", got, before)
+	}
+	_, progs := attached(t, st)
+
+	// uninstall with the connection open: it must not lose a byte. The
+	// kernel would purge bytes not yet read if its sockets left km_socks;
+	// they stay in it, sending through TCP/IP, until they close.
+	redirected := e.status().SameNodeAccel.Stats.Redirected
+	held, err := ebpf.LoadPinnedMap(loader.Config{BPFFSPath: e.opts.BPFFSPath}.MapPinPath(maps.MapAccelStats), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	heldStats := func() (maps.AccelStats, error) {
+		var per []maps.AccelStats
+		var sum maps.AccelStats
+		err := held.Lookup(uint32(0), &per)
+		for _, p := range per {
+			sum.Redirected += p.Redirected
+			sum.Passed += p.Passed
+		}
+		return sum, err
+	}
+	e.stop()
+	if err := Uninstall(e.opts); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(e.log.String(), "open accelerated connections carry on through TCP/IP") {
+		t.Errorf("uninstall did not report the open accelerated sockets:\n%s", e.log.String())
+	}
+	for i := 200; i < 300; i++ {
+		echo(i)
+	}
+	if got, err := heldStats(); err != nil || got.Redirected != redirected || got.Passed < 200 {
+		t.Errorf("after uninstall: %+v, want no more redirects (%d before) and the echoes passed (%v)", got, redirected, err)
+	}
+	long.Close()
+	// once the last accelerated connection is gone, nothing of kmesh remains
+	for _, id := range progs {
+		waitFor(t, fmt.Sprintf("program %d to be freed after the connection closed", id), func() bool {
+			p, err := ebpf.NewProgramFromID(id)
+			if err == nil {
+				p.Close()
+			}
+			return err != nil
+		})
+	}
+}
