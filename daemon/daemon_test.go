@@ -346,3 +346,25 @@ func TestUninstallLeavesNothing(t *testing.T) {
 		t.Error("VIP still rewritten after uninstall")
 	}
 }
+
+// TestLargeYAMLHint: a YAML config above 4 MiB gets a warning naming JSON;
+// the same config as JSON does not.
+func TestLargeYAMLHint(t *testing.T) {
+	tn.RequireRoot(t)
+	big := configtest.Large(8000, 2, 80)
+	for _, c := range []struct {
+		name, content string
+		warn          bool
+	}{{"yaml", big.YAML(), true}, {"json", big.JSON(), false}} {
+		t.Run(c.name, func(t *testing.T) {
+			if len(c.content) <= largeYAML {
+				t.Fatalf("test config is %d bytes, not above %d", len(c.content), largeYAML)
+			}
+			e := newEnv(t, c.content)
+			e.start()
+			if got := strings.Contains(e.log.String(), "large YAML config"); got != c.warn {
+				t.Errorf("%s config of %d bytes: warning logged %v, want %v", c.name, len(c.content), got, c.warn)
+			}
+		})
+	}
+}

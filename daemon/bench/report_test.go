@@ -23,6 +23,7 @@ type report struct {
 	rate                map[string]int
 	otherCPU, stealCPU  float64 // shares of the machine during the load runs
 	daemon              []*daemonFigures
+	hooks               []hookCost
 }
 
 func (r *report) begin() {
@@ -288,6 +289,7 @@ func (r *report) markdown() string {
 			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", g.label, cells[0], cells[1], g.goal, strings.Join(met, " / "))
 		}
 		b.WriteString("\n")
+		r.hookMarkdown(&b)
 	}
 
 	for _, f := range r.daemon {

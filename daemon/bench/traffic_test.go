@@ -195,10 +195,11 @@ func benchLoad(b *testing.B, s settings, tl tools, rep *report) {
 			}
 		}
 	}
+	rep.otherCPU, rep.stealCPU = others(cpu0, snapCPU(live...))
+	measureHookCost(b, s, rep, tp.dopts.BPFFSPath, run)
 	if p := tp.backend; p.exited() {
 		b.Fatalf("backend exited: %v\n%s", p.err, p.out)
 	}
-	rep.otherCPU, rep.stealCPU = others(cpu0, snapCPU(live...))
 	// every connection the client opened to the VIP went through the rewrite
 	if n := tp.redirected(b) - redirected0; n != kmeshSockets {
 		b.Errorf("kmesh: fortio opened %d connections to the VIP, the daemon counted %d redirects", kmeshSockets, n)

@@ -449,6 +449,10 @@ func checkStart(t *testing.T, r *guestRun) (auto, auto2, compat, compat2 *StartR
 		if bt := d.Inputs.BuildTree; bt == nil || bt.Release != rel {
 			t.Errorf("decision's build tree %+v, want one for %s", bt, rel)
 		}
+		// same-node acceleration needs bpf_get_netns_cookie in sock_ops (5.15)
+		if want := !strings.HasPrefix(rel, "5.10."); d.Features.SameNodeAccel != want {
+			t.Errorf("%s: same_node_accel %v, want %v (5.10 lacks the sock_ops netns cookie; 6.1 and 6.12 have all of it)", rel, d.Features.SameNodeAccel, want)
+		}
 	}
 	compat, compat2 = startPair(t, r.res, "kmesh-start-compat", "kmesh-start-compat-cached")
 	if compat != nil {
