@@ -77,7 +77,8 @@ BENCH_PKGS ?= ./probe ./daemon/apply ./daemon/config ./cmd/kmesh-start
 FORTIO_VERSION := v1.66.0
 bench: deps build bench-traffic ## run all benchmarks (figures go to docs/benchmarks.md)
 	@mkdir -p $(OUT)
-	$(GO) test -run '^$$' -bench . -benchtime 20x $(BENCH_PKGS) | tee $(OUT)/bench.txt
+	set -o pipefail; $(GO) test -run '^$$' -bench . -benchtime 20x $(BENCH_PKGS) | tee $(OUT)/bench.txt
+	set -o pipefail; $(GO) test -run '^$$' -bench ConnectHook -benchtime 5000x ./daemon/maps | tee -a $(OUT)/bench.txt
 
 bench-traffic: deps build ## traffic benchmark: direct vs kmesh vs haproxy (run on an idle machine; ~7 min)
 	@command -v fortio >/dev/null || $(GO) install fortio.org/fortio@$(FORTIO_VERSION)

@@ -95,26 +95,65 @@ func TestDaemonSameNodeAccel(t *testing.T) {
 		t.Errorf("across the restart: %+v, want the echoes still redirected (before %+v)", got, before)
 	}
 	_, progs := attached(t, st)
-
-	// uninstall with the connection open: it must not lose a byte. The
-	// kernel would purge bytes not yet read if its sockets left km_socks;
-	// they stay in it, sending through TCP/IP, until they close.
-	redirected := e.status().SameNodeAccel.Stats.Redirected
 	held, err := ebpf.LoadPinnedMap(loader.Config{BPFFSPath: e.opts.BPFFSPath}.MapPinPath(maps.MapAccelStats), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer held.Close()
-	heldStats := func() (maps.AccelStats, error) {
+	heldStats := func() maps.AccelStats {
+		t.Helper()
 		var per []maps.AccelStats
 		var sum maps.AccelStats
-		err := held.Lookup(uint32(0), &per)
+		if err := held.Lookup(uint32(0), &per); err != nil {
+			t.Fatal(err)
+		}
 		for _, p := range per {
+			sum.Sockets += p.Sockets
 			sum.Redirected += p.Redirected
 			sum.Passed += p.Passed
 		}
-		return sum, err
+		return sum
 	}
+
+	// restart with --same-node-accel=false: its programs go, the
+	// accelerated connection carries on through TCP/IP
+	e.opts.NoSameNodeAccel = true
+	e.stop()
+	e.start()
+	st = e.status()
+	if st.SameNodeAccel.Enabled || st.SameNodeAccel.Note != "off: --same-node-accel=false" || len(st.Links) != 2 {
+		t.Errorf("with --same-node-accel=false: %+v, links %+v", st.SameNodeAccel, st.Links)
+	}
+	off := heldStats()
+	for i := 110; i < 120; i++ {
+		echo(i)
+	}
+	if got := heldStats(); got.Redirected != off.Redirected || got.Passed != off.Passed+20 {
+		t.Errorf("accelerated connection after switching off: %+v (at the switch %+v), want its 20 sends passed", got, off)
+	}
+	// and on again: a new connection is accelerated
+	e.opts.NoSameNodeAccel = false
+	e.stop()
+	e.start()
+	on := heldStats()
+	again, err := tp.Client.Dial("tcp", vipL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	waitFor(t, "the new connection's ends in km_socks", func() bool { return heldStats().Sockets >= on.Sockets+2 })
+	if r, err := tn.Echo(again, "on"); err != nil || r != echoA+" on" {
+		t.Fatalf("echo: %q %v", r, err)
+	}
+	if got := e.status().SameNodeAccel; !got.Enabled || got.Stats.Redirected != on.Redirected+2 {
+		t.Errorf("switched on again: %+v, want the new connection's two sends redirected (before %+v)", got, on)
+	}
+	again.Close()
+
+	// uninstall with the connection open: it must not lose a byte. The
+	// kernel would purge bytes not yet read if its sockets left km_socks;
+	// they stay in it, sending through TCP/IP, until they close.
+	redirected := heldStats().Redirected
 	e.stop()
 	if err := Uninstall(e.opts); err != nil {
 		t.Fatal(err)
@@ -125,8 +164,8 @@ func TestDaemonSameNodeAccel(t *testing.T) {
 	for i := 200; i < 300; i++ {
 		echo(i)
 	}
-	if got, err := heldStats(); err != nil || got.Redirected != redirected || got.Passed < 200 {
-		t.Errorf("after uninstall: %+v, want no more redirects (%d before) and the echoes passed (%v)", got, redirected, err)
+	if got := heldStats(); got.Redirected != redirected || got.Passed < 200 {
+		t.Errorf("after uninstall: %+v, want no more redirects (%d before) and the echoes passed", got, redirected)
 	}
 	long.Close()
 	// once the last accelerated connection is gone, nothing of kmesh remains

@@ -88,6 +88,13 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	d.applier = apply.New(d.maps, opts.Log)
 	d.metrics = newMetrics(d)
+	if opts.NoSameNodeAccel {
+		// what an earlier run accelerated carries on through TCP/IP; Attach
+		// detaches its programs
+		accelOff(opts.loaderConfig(), log)
+	} else if err := d.maps.SetAccelPassAll(false); err != nil { // an earlier run may have switched it off
+		return fmt.Errorf("switch same-node acceleration on: %w", err)
+	}
 
 	// Fill the maps before the programs see traffic (or, when adopting, before
 	// the new programs replace the old ones).
@@ -302,6 +309,9 @@ type AccelStatus struct {
 }
 
 func (d *Daemon) accelStatus() AccelStatus {
+	if d.opts.NoSameNodeAccel {
+		return AccelStatus{Note: "off: --same-node-accel=false"}
+	}
 	if !d.maps.Accelerates() {
 		return AccelStatus{Note: "off: " + maps.ObjectSockmap + " was built without programs (the kernel lacks what it needs; the decision record's reasons name the checks)"}
 	}

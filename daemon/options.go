@@ -3,10 +3,12 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/sirupsen/logrus"
 
 	"kmesh.dev/kmesh/daemon/loader"
+	"kmesh.dev/kmesh/daemon/maps"
 )
 
 // Options configure the daemon. cmd/kmesh-daemon builds them from flags.
@@ -32,6 +34,10 @@ type Options struct {
 	// This version has no xDS client: a set address is reported as such in
 	// the log and /status, and the configuration comes from ConfigPath.
 	XDSAddress string
+	// NoSameNodeAccel leaves same-node acceleration (sockmap.o) out even
+	// where the kernel has it (--same-node-accel=false): connections that
+	// it accelerates switch to TCP/IP and its programs are detached.
+	NoSameNodeAccel bool
 	// Node is this daemon's identity (the DaemonSet's downward-API env),
 	// shown in /status.
 	Node Node
@@ -101,5 +107,9 @@ func (o *Options) validate() error {
 }
 
 func (o Options) loaderConfig() loader.Config {
-	return loader.Config{ObjectDir: o.BPFDir, BPFFSPath: o.BPFFSPath, Cgroup2Path: o.Cgroup2Path, Log: o.Log}
+	c := loader.Config{ObjectDir: o.BPFDir, BPFFSPath: o.BPFFSPath, Cgroup2Path: o.Cgroup2Path, Log: o.Log}
+	if o.NoSameNodeAccel {
+		c.SkipObjects = []string{strings.TrimSuffix(maps.ObjectSockmap, ".o")}
+	}
+	return c
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/sirupsen/logrus"
@@ -48,6 +49,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		fs.StringVar(&o.MetricsAddr, "metrics-addr", daemon.DefaultMetricsAddr, "Prometheus metrics address (/metrics, /status/metric)")
 		fs.StringVar(&o.DecisionPath, "decision", "", "decision record (JSON) to show in /status")
 		fs.StringVar(&o.BuildReportPath, "build-report", "", "build report (JSON) to show in /status")
+		fs.BoolFunc("same-node-accel", "same-node acceleration where the kernel has it (default true; false leaves it out)", func(v string) error {
+			on, err := strconv.ParseBool(v)
+			o.NoSameNodeAccel = !on
+			return err
+		})
 		fs.StringVar(&o.XDSAddress, "xds-address", os.Getenv("XDS_ADDRESS"), "xDS control plane (default $XDS_ADDRESS); this version has no xDS client and says so in the log and /status")
 	}
 	if err := fs.Parse(args); err != nil {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -26,6 +27,9 @@ type Config struct {
 	BPFFSPath string
 	// Cgroup2Path is where cgroup2 is (to be) mounted; programs attach at its root.
 	Cgroup2Path string
+	// SkipObjects are objects of ObjectDir not to load, by name without
+	// ".o"; what an earlier run attached from them is detached by Attach.
+	SkipObjects []string
 	Log         logrus.FieldLogger
 }
 
@@ -146,6 +150,12 @@ func Load(cfg Config) (*Dataplane, error) {
 	}
 	if len(objs) == 0 {
 		return nil, fmt.Errorf("load objects from %s: %w (build them with make bpf, or let kmesh-start build them)", cfg.ObjectDir, ErrNoObjects)
+	}
+	objs = slices.DeleteFunc(objs, func(p string) bool {
+		return slices.Contains(cfg.SkipObjects, strings.TrimSuffix(filepath.Base(p), ".o"))
+	})
+	if len(objs) == 0 {
+		return nil, fmt.Errorf("load objects from %s: all skipped (%v): %w", cfg.ObjectDir, cfg.SkipObjects, ErrNoObjects)
 	}
 	sort.Strings(objs)
 

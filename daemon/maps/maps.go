@@ -19,6 +19,7 @@ type Maps struct {
 	clusterStats *ebpf.Map
 	origDst      *ebpf.Map // nil when the object was built without sk_storage
 	accelStats   *ebpf.Map // nil without same-node acceleration (sockmap.o)
+	accelCtl     *ebpf.Map
 
 	mu sync.Mutex
 	// noBatch forces the one-element-per-syscall path (tests exercise it).
@@ -49,8 +50,24 @@ func FromMaps(ms map[string]*ebpf.Map) (*Maps, error) {
 		*dst = mp
 	}
 	m.origDst = ms[MapOrigDst]
-	m.accelStats = ms[MapAccelStats]
+	m.accelStats, m.accelCtl = ms[MapAccelStats], ms[MapAccelCtl]
 	return m, nil
+}
+
+// SetAccelPassAll switches same-node acceleration to TCP/IP for every send
+// (on) or back to redirecting (off); without acceleration it does nothing.
+func (m *Maps) SetAccelPassAll(on bool) error {
+	if m.accelCtl == nil {
+		return nil
+	}
+	v := AccelCtlValue{}
+	if on {
+		v.Flags = AccelPassAll
+	}
+	if err := m.accelCtl.Put(uint32(0), v); err != nil {
+		return fmt.Errorf("set %s: %w", MapAccelCtl, err)
+	}
+	return nil
 }
 
 // Accelerates reports whether same-node acceleration is loaded (sockmap.o
