@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -181,21 +183,29 @@ func (w *watcher) reload() (again bool) {
 	start := time.Now()
 	empty := false
 	defer func() { w.emptySeen = empty && again }()
-	data, err := readLimited(w.path)
-	if err != nil {
+	readErr := func(err error) {
 		what := "read"
 		if errors.Is(err, fs.ErrNotExist) {
 			what = "missing"
 		}
 		w.fail(fmt.Errorf("load config %s: %w", w.path, err), what, false)
+	}
+	// Most passes (every poll, the first one after start) find the content
+	// unchanged: hash it streaming, without holding the file (15 MB with
+	// 10,000 services) in memory.
+	if sum, err := hashFile(w.path); err != nil {
+		readErr(err)
+		return
+	} else if w.unchanged(sum) {
 		return
 	}
-	sum := sha256.Sum256(data)
-	if w.haveApp && sum == w.applied {
-		w.lastErr, w.haveRej = "", false
+	data, err := readLimited(w.path)
+	if err != nil {
+		readErr(err)
 		return
 	}
-	if w.haveRej && sum == w.rejected {
+	sum := sha256.Sum256(data) // the content parsed (it may have changed since the hash)
+	if w.unchanged(sum) {
 		return
 	}
 	m, err := ParseBootstrap(data, FormatOf(w.path))
@@ -223,6 +233,35 @@ func (w *watcher) reload() (again bool) {
 		"duration": time.Since(start),
 	}).Info("config applied")
 	return false
+}
+
+// unchanged reports whether sum is the content applied or rejected last.
+func (w *watcher) unchanged(sum [sha256.Size]byte) bool {
+	if w.haveApp && sum == w.applied {
+		w.lastErr, w.haveRej = "", false
+		return true
+	}
+	return w.haveRej && sum == w.rejected
+}
+
+// hashFile is the SHA-256 of the file's content, read in pieces.
+func hashFile(path string) ([sha256.Size]byte, error) {
+	var sum [sha256.Size]byte
+	f, err := os.Open(path)
+	if err != nil {
+		return sum, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, io.LimitReader(f, MaxConfigBytes+1))
+	if err != nil {
+		return sum, err
+	}
+	if n > MaxConfigBytes {
+		return sum, fmt.Errorf("read config: larger than %d bytes", MaxConfigBytes)
+	}
+	copy(sum[:], h.Sum(nil))
+	return sum, nil
 }
 
 // fail reports err unless it is the same non-content error as last time
