@@ -13,6 +13,8 @@
 //     by the daemon) hands each send straight to the peer socket,
 //   - proxy-tcp / proxy-http: to haproxy on 127.0.0.1 inside the client
 //     namespace (a user-space sidecar stand-in, TCP or HTTP mode),
+//   - sidecars-http: a sidecar mesh's path, through a client-side and a
+//     backend-side haproxy (HTTP mode), one per pod as Istio deploys them,
 //
 // in two scenarios: a new TCP connection per request (connect(), so kmesh's
 // hook, on every request) and keep-alive connections (the data path). The

@@ -213,7 +213,7 @@ func (r *report) markdown() string {
 			b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 			for _, name := range caseNames {
 				cpu := "–"
-				if name == caseProxyTCP || name == caseProxyHTTP {
+				if name == caseProxyTCP || name == caseProxyHTTP || name == caseSidecars {
 					cpu = us(medianOf(fx[name], func(x sample) float64 {
 						return float64(x.proxyCPU) / float64(time.Second) / float64(max(1, x.count))
 					}))
@@ -268,6 +268,9 @@ func (r *report) markdown() string {
 			{"kmesh-accel / direct p99", caseKmeshAccel, caseDirect, true, p99Of, "≤ 1.05 (within 5%)", func(v float64) bool { return v <= 1.05 }},
 			{"proxy-tcp / kmesh-accel p99", caseProxyTCP, caseKmeshAccel, true, p99Of, "≥ 2", func(v float64) bool { return v >= 2 }},
 			{"proxy-http / kmesh-accel p99", caseProxyHTTP, caseKmeshAccel, true, p99Of, "≥ 2", func(v float64) bool { return v >= 2 }},
+			{"sidecars-http / kmesh p99", caseSidecars, caseKmesh, true, p99Of, "≥ 2", func(v float64) bool { return v >= 2 }},
+			{"sidecars-http / kmesh-accel p99", caseSidecars, caseKmeshAccel, true, p99Of, "≥ 2", func(v float64) bool { return v >= 2 }},
+			{"sidecars-http / kmesh CPU per request", caseSidecars, caseKmesh, true, cpuOf, "(no goal)", nil},
 			{"kmesh-accel / kmesh max req/s", caseKmeshAccel, caseKmesh, false, qpsOf, "(what acceleration gains)", nil},
 			{"kmesh-accel / kmesh p99", caseKmeshAccel, caseKmesh, true, p99Of, "(what acceleration gains)", nil},
 			{"kmesh-accel / kmesh CPU per request", caseKmeshAccel, caseKmesh, true, cpuOf, "(what acceleration gains)", nil},

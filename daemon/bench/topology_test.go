@@ -31,6 +31,11 @@ const (
 	vipAddr     = "10.96.203.10:80"
 	proxyTCP    = "127.0.0.1:15001" // haproxy, mode tcp, in the client namespace
 	proxyHTTP   = "127.0.0.1:15002" // haproxy, mode http
+	// The sidecar mesh path: the client pod's sidecar (haproxy, mode http,
+	// in the client namespace) to the backend pod's inbound sidecar (haproxy,
+	// mode http, in the backend namespace), as Istio puts one in every pod.
+	proxySidecars = "127.0.0.1:15003"
+	serverSidecar = "10.203.0.2:15006"
 	svcName     = "bench"
 )
 
@@ -42,6 +47,8 @@ type topo struct {
 	client, server *testnet.Netns
 	backend        *proc
 	haTCP, haHTTP  *proc
+	// haOut and haIn are the two sidecars of the sidecars case.
+	haOut, haIn *proc
 	dopts          daemon.Options
 	dlog           *capBuffer
 	nice           int
@@ -82,8 +89,10 @@ func newTopo(b *testing.B, tl tools, nice int) *topo {
 	tp.waitListening(b, tp.client, backendAddr, tp.backend)
 
 	dir := b.TempDir()
-	tp.haTCP = tp.startHAProxy(b, dir, "tcp", proxyTCP)
-	tp.haHTTP = tp.startHAProxy(b, dir, "http", proxyHTTP)
+	tp.haTCP = tp.startHAProxy(b, dir, "tcp", tp.client, proxyTCP, backendAddr)
+	tp.haHTTP = tp.startHAProxy(b, dir, "http", tp.client, proxyHTTP, backendAddr)
+	tp.haIn = tp.startHAProxy(b, dir, "http", tp.server, serverSidecar, backendAddr)
+	tp.haOut = tp.startHAProxy(b, dir, "http", tp.client, proxySidecars, serverSidecar)
 	return tp
 }
 
@@ -123,18 +132,19 @@ backend be
     server backend %[3]s
 `
 
-// startHAProxy runs haproxy in the foreground (-db) in the client namespace;
-// nbthread defaults to the CPU count, like a sidecar with concurrency = cores.
-// In http mode it pools and reuses server connections (haproxy's default
-// http-reuse safe), as a sidecar does.
-func (tp *topo) startHAProxy(b *testing.B, dir, mode, addr string) *proc {
+// startHAProxy runs haproxy in the foreground (-db) in ns, listening on addr
+// and forwarding to target; nbthread defaults to the CPU count, like a
+// sidecar with concurrency = cores. In http mode it pools and reuses server
+// connections (haproxy's default http-reuse safe), as a sidecar does.
+func (tp *topo) startHAProxy(b *testing.B, dir, mode string, ns *testnet.Netns, addr, target string) *proc {
 	b.Helper()
-	cfg := filepath.Join(dir, "haproxy-"+mode+".cfg")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(haproxyConfig, mode, addr, backendAddr)), 0o644); err != nil {
+	name := strings.NewReplacer(":", "_", ".", "_").Replace(mode + "-" + addr)
+	cfg := filepath.Join(dir, "haproxy-"+name+".cfg")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(haproxyConfig, mode, addr, target)), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	p := startProc(b, "haproxy "+mode, nil, nil, tp.exec(tp.client, tp.tools.haproxy, "-db", "-f", cfg)...)
-	tp.waitListening(b, tp.client, addr, p)
+	p := startProc(b, "haproxy "+mode+" "+addr, nil, nil, tp.exec(ns, tp.tools.haproxy, "-db", "-f", cfg)...)
+	tp.waitListening(b, ns, addr, p)
 	return p
 }
 
@@ -331,7 +341,7 @@ func (tp *topo) checkPaths(b *testing.B) {
 		c.Close()
 		b.Fatalf("the VIP %s is reachable from the client namespace without kmesh", vipAddr)
 	}
-	for _, addr := range []string{backendAddr, proxyTCP, proxyHTTP} {
+	for _, addr := range []string{backendAddr, proxyTCP, proxyHTTP, proxySidecars} {
 		if st, err := tp.get(addr); err != nil || !strings.Contains(st, " 200 ") {
 			b.Fatalf("GET via %s: %q %v", addr, st, err)
 		}

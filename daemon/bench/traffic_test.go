@@ -24,9 +24,12 @@ const (
 	caseKmeshAccel = "kmesh-accel"
 	caseProxyTCP   = "proxy-tcp"
 	caseProxyHTTP  = "proxy-http"
+	// caseSidecars is the path of a sidecar mesh: a sidecar in each pod
+	// (haproxy http in the client and in the backend namespace).
+	caseSidecars = "sidecars-http"
 )
 
-var caseNames = []string{caseDirect, caseKmesh, caseKmeshAccel, caseProxyTCP, caseProxyHTTP}
+var caseNames = []string{caseDirect, caseKmesh, caseKmeshAccel, caseProxyTCP, caseProxyHTTP, caseSidecars}
 
 type scenario struct {
 	name      string
@@ -98,8 +101,9 @@ func benchLoad(b *testing.B, s settings, tl tools, rep *report) {
 		caseKmeshAccel: vipAddr,
 		caseProxyTCP:   proxyTCP,
 		caseProxyHTTP:  proxyHTTP,
+		caseSidecars:   proxySidecars,
 	}
-	proxies := map[string]*proc{caseProxyTCP: tp.haTCP, caseProxyHTTP: tp.haHTTP}
+	proxies := map[string][]*proc{caseProxyTCP: {tp.haTCP}, caseProxyHTTP: {tp.haHTTP}, caseSidecars: {tp.haOut, tp.haIn}}
 	// The daemon's counters are read once before and once after all runs:
 	// a scrape costs the benchmark process CPU (and GC) that must not
 	// overlap a run.
@@ -116,8 +120,8 @@ func benchLoad(b *testing.B, s settings, tl tools, rep *report) {
 			defer tp.setServerEnrolled(b, false)
 		}
 		var cpu0 time.Duration
-		if p := proxies[name]; p != nil {
-			cpu0 = p.cpu()
+		for _, p := range proxies[name] {
+			cpu0 += p.cpu()
 		}
 		srv0 := tp.backend.cpu()
 		tc0, ts0 := tcpCounters(tp.client), tcpCounters(tp.server)
@@ -133,10 +137,13 @@ func benchLoad(b *testing.B, s settings, tl tools, rep *report) {
 			b.Fatalf("no %s in the client namespace's /proc/net/netstat", syn)
 		}
 		sm.synRetrans = tc1[syn] - tc0[syn] + ts1[syn] - ts0[syn]
-		if p := proxies[name]; p != nil {
-			sm.proxyCPU = p.cpu() - cpu0
-			if p.exited() {
-				b.Fatalf("%s exited during the run: %v\n%s", p.name, p.err, p.out)
+		if ps := proxies[name]; ps != nil {
+			sm.proxyCPU = -cpu0
+			for _, p := range ps {
+				sm.proxyCPU += p.cpu()
+				if p.exited() {
+					b.Fatalf("%s exited during the run: %v\n%s", p.name, p.err, p.out)
+				}
 			}
 		}
 		if sm.ok != sm.count || sm.count == 0 {
@@ -171,7 +178,7 @@ func benchLoad(b *testing.B, s settings, tl tools, rep *report) {
 		rep.rate[sc.name] = roundRate(0.4 * slowest)
 	}
 	rep.samples, rep.fixed = map[string]map[string][]sample{}, map[string]map[string][]sample{}
-	live := []*proc{tp.backend, tp.haTCP, tp.haHTTP}
+	live := []*proc{tp.backend, tp.haTCP, tp.haHTTP, tp.haOut, tp.haIn}
 	cpu0 := snapCPU(live...)
 	for r := range s.rounds {
 		for _, sc := range scenarios {
