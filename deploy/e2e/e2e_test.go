@@ -362,6 +362,11 @@ func testDaemonSetLifecycle(t *testing.T, e *env, img string) {
 	if st.Build.CacheHit {
 		t.Errorf("the first start hit the cache (it must build)")
 	}
+	// this host's kernel (6.18) has all same-node acceleration needs, and
+	// the container's capabilities suffice to attach it
+	if !st.SameNodeAccel.Enabled {
+		t.Errorf("same-node acceleration off in the container: %s", st.SameNodeAccel.Note)
+	}
 
 	// (b) the enrolled client is redirected from the VIP to the backend
 	if got, err := dial(tp); err != nil || got != banner {
@@ -577,8 +582,12 @@ type statusDoc struct {
 	Build struct {
 		CacheHit bool `json:"cache_hit"`
 	} `json:"build"`
-	AdoptedMaps []string          `json:"adopted_maps"`
-	Enrolled    []json.RawMessage `json:"enrolled_netns"`
+	AdoptedMaps   []string          `json:"adopted_maps"`
+	Enrolled      []json.RawMessage `json:"enrolled_netns"`
+	SameNodeAccel struct {
+		Enabled bool   `json:"enabled"`
+		Note    string `json:"note"`
+	} `json:"same_node_accel"`
 }
 
 func status(t *testing.T, addr string) statusDoc {
