@@ -10,7 +10,7 @@ export GOFLAGS
 
 # Debian/Ubuntu packages the build, the tests and `make run` need.
 DEB_PACKAGES := clang-19 llvm-19 libbpf-dev bpftool iproute2 make gcc gcc-12 libc6-dev \
-	linux-headers-amd64 busybox-static qemu-system-x86 dwarves kmod xz-utils haproxy
+	linux-headers-amd64 busybox-static qemu-system-x86 dwarves kmod xz-utils haproxy iptables
 # `make deps` installs only what is missing; set DEPS_SKIP=1 to skip it.
 DEPS_STAMP := $(OUT)/.deps-ok
 

@@ -11,10 +11,12 @@
 //   - kmesh-accel: kmesh with the backend's namespace enrolled too, as for
 //     two pods of one node: same-node acceleration (bpf/sockmap.c, loaded
 //     by the daemon) hands each send straight to the peer socket,
-//   - proxy-tcp / proxy-http: to haproxy on 127.0.0.1 inside the client
-//     namespace (a user-space sidecar stand-in, TCP or HTTP mode),
+//   - proxy-tcp / proxy-http: to the VIP, which an iptables REDIRECT (a
+//     sidecar's traffic capture) sends to haproxy on 127.0.0.1 inside the
+//     client namespace (a user-space sidecar stand-in, TCP or HTTP mode),
 //   - sidecars-http: a sidecar mesh's path, through a client-side and a
 //     backend-side haproxy (HTTP mode), one per pod as Istio deploys them,
+//     each reached through its pod's capture,
 //
 // in two scenarios: a new TCP connection per request (connect(), so kmesh's
 // hook, on every request) and keep-alive connections (the data path). The
@@ -49,7 +51,8 @@
 //	KMESH_BENCH_OUT       the report's path
 //	KMESH_DAEMON_BIN      a built kmesh-daemon to use instead of go build
 //	KMESH_BPF_DIR         compiled objects (e.g. make bpf's out/bpf) instead of building bpf/ here
-//	FORTIO, HAPROXY       the tools' paths (default: $PATH; fortio also $(go env GOPATH)/bin)
+//	FORTIO, HAPROXY,
+//	IPTABLES              the tools' paths (default: $PATH; fortio also $(go env GOPATH)/bin)
 //
 // A missing tool fails the benchmark, naming what to install: fortio with
 // `go install fortio.org/fortio@v1.66.0`, haproxy with `apt-get install

@@ -90,6 +90,7 @@ func repoRoot() string {
 // tools are the external programs the benchmark runs.
 type tools struct {
 	fortio, haproxy       string
+	iptables              string
 	fortioVer, haproxyVer string
 }
 
@@ -105,6 +106,10 @@ func findTools(t testing.TB) tools {
 	tl.haproxy = lookTool("HAPROXY", "haproxy", "")
 	if tl.haproxy == "" {
 		t.Fatal("haproxy not found (the sidecar stand-in): install the Debian package with `apt-get install haproxy` (make deps), or set HAPROXY")
+	}
+	tl.iptables = lookTool("IPTABLES", "iptables", "")
+	if tl.iptables == "" {
+		t.Fatal("iptables not found (the sidecars' traffic capture): install the Debian package with `apt-get install iptables` (make deps), or set IPTABLES")
 	}
 	tl.fortioVer = firstLine(output(tl.fortio, "version"))
 	tl.haproxyVer = firstLine(output(tl.haproxy, "-v"))

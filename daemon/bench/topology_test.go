@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -36,6 +37,8 @@ const (
 	// mode http, in the backend namespace), as Istio puts one in every pod.
 	proxySidecars = "127.0.0.1:15003"
 	serverSidecar = "10.203.0.2:15006"
+	// The sidecars listen on ports the capture redirects to.
+	inboundPort = "15006"
 	svcName     = "bench"
 )
 
@@ -49,9 +52,9 @@ type topo struct {
 	haTCP, haHTTP  *proc
 	// haOut and haIn are the two sidecars of the sidecars case.
 	haOut, haIn *proc
-	dopts          daemon.Options
-	dlog           *capBuffer
-	nice           int
+	dopts       daemon.Options
+	dlog        *capBuffer
+	nice        int
 }
 
 // exec returns the command line running args in ns (ip netns exec, which
@@ -92,7 +95,8 @@ func newTopo(b *testing.B, tl tools, nice int) *topo {
 	tp.haTCP = tp.startHAProxy(b, dir, "tcp", tp.client, proxyTCP, backendAddr)
 	tp.haHTTP = tp.startHAProxy(b, dir, "http", tp.client, proxyHTTP, backendAddr)
 	tp.haIn = tp.startHAProxy(b, dir, "http", tp.server, serverSidecar, backendAddr)
-	tp.haOut = tp.startHAProxy(b, dir, "http", tp.client, proxySidecars, serverSidecar)
+	// to the backend's address: the backend pod's capture sends it to haIn
+	tp.haOut = tp.startHAProxy(b, dir, "http", tp.client, proxySidecars, backendAddr)
 	return tp
 }
 
@@ -332,8 +336,82 @@ func (tp *topo) get(addr string) (string, error) {
 	return strings.TrimSpace(line), err
 }
 
+// captureRule is one iptables nat REDIRECT of a sidecar's traffic capture.
+type captureRule struct {
+	ns    *testnet.Netns
+	chain string // OUTPUT: the pod's outbound connections; PREROUTING: inbound
+	dst   string // host:port captured
+	to    string // the sidecar's port
+	// routeDev, for an OUTPUT capture, routes dst's host through this
+	// device while the capture is in place: connect() needs a route before
+	// netfilter sees the packet (a pod has its default route; the VIP is
+	// otherwise routable nowhere here, and the packets never leave these
+	// namespaces: the redirect sends them to the sidecar on 127.0.0.1).
+	routeDev string
+}
+
+// captures are the proxy cases' traffic captures, as Istio's sidecar
+// injection sets them up (istio-iptables): the application connects to the
+// service VIP and the kernel redirects the connection to the pod's sidecar;
+// in sidecars-http the backend pod's inbound connections go to its own
+// sidecar too. They are in place only during the case's runs.
+func (tp *topo) captures() map[string][]captureRule {
+	port := func(addr string) string { _, p, _ := strings.Cut(addr, ":"); return p }
+	out := func(proxy string) captureRule {
+		return captureRule{tp.client, "OUTPUT", vipAddr, port(proxy), "bc"}
+	}
+	return map[string][]captureRule{
+		caseProxyTCP:  {out(proxyTCP)},
+		caseProxyHTTP: {out(proxyHTTP)},
+		caseSidecars:  {out(proxySidecars), {tp.server, "PREROUTING", backendAddr, inboundPort, ""}},
+	}
+}
+
+// capture installs rules and returns the function that removes them.
+func (tp *topo) capture(b *testing.B, rules []captureRule) func() {
+	b.Helper()
+	args := func(op string, r captureRule) []string {
+		host, p, _ := strings.Cut(r.dst, ":")
+		return []string{"ip", "netns", "exec", r.ns.Name, tp.tools.iptables, "-w", "-t", "nat", op, r.chain,
+			"-p", "tcp", "-d", host, "--dport", p, "-j", "REDIRECT", "--to-ports", r.to}
+	}
+	route := func(op string, r captureRule) []string {
+		host, _, _ := strings.Cut(r.dst, ":")
+		return []string{"ip", "-n", r.ns.Name, "route", op, host + "/32", "dev", r.routeDev}
+	}
+	run := func(cmd []string) error {
+		if out, err := exec.Command(cmd[0], cmd[1:]...).CombinedOutput(); err != nil {
+			return fmt.Errorf("%s: %v %s", strings.Join(cmd, " "), err, out)
+		}
+		return nil
+	}
+	for _, r := range rules {
+		if r.routeDev != "" {
+			if err := run(route("replace", r)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := run(args("-A", r)); err != nil {
+			b.Fatalf("capture %s in %s: %v", r.dst, r.ns.Name, err)
+		}
+	}
+	return func() {
+		for _, r := range rules {
+			if err := run(args("-D", r)); err != nil {
+				b.Errorf("remove capture of %s in %s: %v", r.dst, r.ns.Name, err)
+			}
+			if r.routeDev != "" {
+				if err := run(route("del", r)); err != nil {
+					b.Error(err)
+				}
+			}
+		}
+	}
+}
+
 // checkPaths asserts each path works, and that the VIP does not work without
-// kmesh (it must only ever be rewritten, never routed).
+// kmesh or a sidecar's capture (it must only ever be rewritten or
+// redirected, never routed).
 func (tp *topo) checkPaths(b *testing.B) {
 	b.Helper()
 	tp.setEnrolled(b, false)
@@ -341,9 +419,15 @@ func (tp *topo) checkPaths(b *testing.B) {
 		c.Close()
 		b.Fatalf("the VIP %s is reachable from the client namespace without kmesh", vipAddr)
 	}
-	for _, addr := range []string{backendAddr, proxyTCP, proxyHTTP, proxySidecars} {
-		if st, err := tp.get(addr); err != nil || !strings.Contains(st, " 200 ") {
-			b.Fatalf("GET via %s: %q %v", addr, st, err)
+	if st, err := tp.get(backendAddr); err != nil || !strings.Contains(st, " 200 ") {
+		b.Fatalf("GET via %s: %q %v", backendAddr, st, err)
+	}
+	for name, rules := range tp.captures() {
+		undo := tp.capture(b, rules)
+		st, err := tp.get(vipAddr)
+		undo()
+		if err != nil || !strings.Contains(st, " 200 ") {
+			b.Fatalf("GET via the VIP through %s's capture: %q %v", name, st, err)
 		}
 	}
 	tp.setEnrolled(b, true)

@@ -99,10 +99,12 @@ func benchLoad(b *testing.B, s settings, tl tools, rep *report) {
 		caseDirect:     backendAddr,
 		caseKmesh:      vipAddr,
 		caseKmeshAccel: vipAddr,
-		caseProxyTCP:   proxyTCP,
-		caseProxyHTTP:  proxyHTTP,
-		caseSidecars:   proxySidecars,
+		// the proxy cases connect to the VIP too: their captures send it on
+		caseProxyTCP:  vipAddr,
+		caseProxyHTTP: vipAddr,
+		caseSidecars:  vipAddr,
 	}
+	captures := tp.captures()
 	proxies := map[string][]*proc{caseProxyTCP: {tp.haTCP}, caseProxyHTTP: {tp.haHTTP}, caseSidecars: {tp.haOut, tp.haIn}}
 	// The daemon's counters are read once before and once after all runs:
 	// a scrape costs the benchmark process CPU (and GC) that must not
@@ -118,6 +120,9 @@ func benchLoad(b *testing.B, s settings, tl tools, rep *report) {
 		if name == caseKmeshAccel {
 			tp.setServerEnrolled(b, true)
 			defer tp.setServerEnrolled(b, false)
+		}
+		if rules := captures[name]; rules != nil {
+			defer tp.capture(b, rules)()
 		}
 		var cpu0 time.Duration
 		for _, p := range proxies[name] {
