@@ -25,8 +25,10 @@
  * redirected would reach the reader after them (it reads redirected data
  * first).
  *
- * km_accel_ctl's PASS_ALL sends everything through TCP/IP (uninstall's
- * drain): bytes already redirected are still read first, so order holds.
+ * km_accel_ctl's PASS_ALL sends everything through TCP/IP (uninstall, and
+ * --same-node-accel=false), and each socket that sends while it is set stays
+ * on TCP/IP for good: bytes already redirected are still read first, so
+ * order holds, and a later switch back cannot reorder.
  *
  * Built only with KMESH_HAVE_SAME_NODE_ACCEL (sock_ops with
  * bpf_get_netns_cookie, 5.15+, and sk_msg with bpf_sk_storage_get); without
@@ -267,13 +269,24 @@ int kmesh_sk_msg(struct sk_msg_md *msg)
 	struct bpf_sock *sk = msg->sk;
 	__u32 zero = 0;
 
-	ctl = bpf_map_lookup_elem(&km_accel_ctl, &zero);
-	if (!sk || (ctl && (ctl->flags & KM_ACCEL_CTL_PASS_ALL))) {
+	if (!sk) {
 		km_accel_count(KM_PASSED);
 		return SK_PASS;
 	}
 	st = bpf_sk_storage_get(&km_accel_sk, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!st || st->state == KM_ACCEL_PASS) {
+	if (!st) {
+		km_accel_count(KM_PASSED);
+		return SK_PASS;
+	}
+	/*
+	 * PASS_ALL turns every socket to TCP/IP for good: switched back off,
+	 * it must not make a socket redirect after bytes it sent through
+	 * TCP/IP.
+	 */
+	ctl = bpf_map_lookup_elem(&km_accel_ctl, &zero);
+	if (ctl && (ctl->flags & KM_ACCEL_CTL_PASS_ALL))
+		st->state = KM_ACCEL_PASS;
+	if (st->state == KM_ACCEL_PASS) {
 		km_accel_count(KM_PASSED);
 		return SK_PASS;
 	}
@@ -284,12 +297,12 @@ int kmesh_sk_msg(struct sk_msg_md *msg)
 		return SK_PASS;
 	}
 	/*
-	 * No peer: on the first send this socket never redirects. A socket
-	 * that redirected before has lost its peer (it closed): its bytes go
-	 * out as TCP, to the peer's RST.
+	 * No peer: from now on this socket never redirects. On its first send
+	 * that is the decision; a socket that redirected before has lost its
+	 * peer (it closed, or left km_socks): its bytes go out as TCP, and must
+	 * keep doing so.
 	 */
-	if (st->state == KM_ACCEL_UNDECIDED)
-		st->state = KM_ACCEL_PASS;
+	st->state = KM_ACCEL_PASS;
 	km_accel_count(KM_PASSED);
 	return SK_PASS;
 }

@@ -370,17 +370,24 @@ func TestSameNodeAccel(t *testing.T) {
 		if err := ctl.Put(uint32(0), AccelCtlValue{Flags: AccelPassAll}); err != nil {
 			t.Fatal(err)
 		}
-		defer ctl.Put(uint32(0), AccelCtlValue{})
 		if _, err := io.WriteString(c, "tcp\n"); err != nil {
 			t.Fatal(err)
 		}
-		if d := a.read(t).minus(base); d != (AccelStats{Sockets: 2, Redirected: 1, Passed: 1}) {
-			t.Errorf("stats delta %+v, want one redirected send and one passed after PASS_ALL", d)
+		// switched back: this socket stays on TCP/IP (it sent through it,
+		// and its peer has not read that yet)
+		if err := ctl.Put(uint32(0), AccelCtlValue{}); err != nil {
+			t.Fatal(err)
 		}
-		waitQueued(t, sc, len("tcp\n"))
+		if _, err := io.WriteString(c, "again\n"); err != nil {
+			t.Fatal(err)
+		}
+		if d := a.read(t).minus(base); d != (AccelStats{Sockets: 2, Redirected: 1, Passed: 2}) {
+			t.Errorf("stats delta %+v, want one redirected send, then two passed (PASS_ALL sticks)", d)
+		}
+		waitQueued(t, sc, len("tcp\nagain\n"))
 		sc.SetDeadline(time.Now().Add(2 * time.Second))
-		got := make([]byte, len("redirected\ntcp\n"))
-		if _, err := io.ReadFull(sc, got); err != nil || string(got) != "redirected\ntcp\n" {
+		got := make([]byte, len("redirected\ntcp\nagain\n"))
+		if _, err := io.ReadFull(sc, got); err != nil || string(got) != "redirected\ntcp\nagain\n" {
 			t.Fatalf("server read %q, %v; want the redirected bytes, then those through TCP/IP", got, err)
 		}
 		// drained: leaving km_socks now loses nothing, and TCP/IP carries on
@@ -395,6 +402,10 @@ func TestSameNodeAccel(t *testing.T) {
 		}
 		if _, err := io.WriteString(c, "after\n"); err != nil {
 			t.Fatal(err)
+		}
+		if d := a.read(t).minus(base); d != (AccelStats{Sockets: 2, Redirected: 1, Passed: 2}) {
+			// the last send ran no sk_msg: its socket had left km_socks
+			t.Errorf("stats delta %+v after leaving km_socks", d)
 		}
 		sc.SetDeadline(time.Now().Add(2 * time.Second))
 		if _, err := io.ReadFull(sc, got[:len("after\n")]); err != nil || string(got[:6]) != "after\n" {
