@@ -250,6 +250,14 @@ func (d *Daemon) Enroll(ref string) (EnrolledNetns, error) {
 	if err := d.maps.Enroll(c); err != nil {
 		return EnrolledNetns{}, fmt.Errorf("enroll %s: %w", ref, err)
 	}
+	// Same-node acceleration takes connections to these addresses from the
+	// first one; what this misses (addresses added later) it learns as
+	// sockets establish, so a failure here costs only that.
+	if addrs, err := netns.Addrs(p); err != nil {
+		d.log.WithFields(logrus.Fields{"netns": ref}).WithError(err).Warn("could not list the namespace's addresses; same-node acceleration learns them from its connections")
+	} else if err := d.maps.LearnLocalIPs(c, addrs); err != nil {
+		d.log.WithFields(logrus.Fields{"netns": ref}).WithError(err).Warn("could not record the namespace's addresses; same-node acceleration learns them from its connections")
+	}
 	d.mu.Lock()
 	d.enrolled[c] = ref
 	d.mu.Unlock()

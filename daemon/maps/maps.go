@@ -3,6 +3,7 @@ package maps
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -20,6 +21,7 @@ type Maps struct {
 	origDst      *ebpf.Map // nil when the object was built without sk_storage
 	accelStats   *ebpf.Map // nil without same-node acceleration (sockmap.o)
 	accelCtl     *ebpf.Map
+	localIPs     *ebpf.Map
 
 	mu sync.Mutex
 	// noBatch forces the one-element-per-syscall path (tests exercise it).
@@ -50,8 +52,32 @@ func FromMaps(ms map[string]*ebpf.Map) (*Maps, error) {
 		*dst = mp
 	}
 	m.origDst = ms[MapOrigDst]
-	m.accelStats, m.accelCtl = ms[MapAccelStats], ms[MapAccelCtl]
+	m.accelStats, m.accelCtl, m.localIPs = ms[MapAccelStats], ms[MapAccelCtl], ms[MapLocalIPs]
 	return m, nil
+}
+
+// LearnLocalIPs records addrs as addresses of the enrolled namespace with
+// this cookie, so that same-node acceleration takes a connection to one of
+// them from its first (sockops learns the others as their sockets
+// establish); without acceleration it does nothing.
+func (m *Maps) LearnLocalIPs(cookie uint64, addrs []netip.Addr) error {
+	if m.localIPs == nil {
+		return nil
+	}
+	for _, a := range addrs {
+		k := IPKey{Family: uint32(FamilyIPv6)}
+		if a = a.Unmap(); a.Is4() {
+			k.Family = uint32(FamilyIPv4)
+			b := a.As4()
+			copy(k.IP[:4], b[:])
+		} else {
+			k.IP = a.As16()
+		}
+		if err := m.localIPs.Update(k, cookie, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("record %s of netns %d in %s: %w", a, cookie, MapLocalIPs, err)
+		}
+	}
+	return nil
 }
 
 // SetAccelPassAll switches same-node acceleration to TCP/IP for every send

@@ -3,6 +3,8 @@ package netns
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -112,4 +114,25 @@ func SockoptCookie(path string) (uint64, error) {
 		return 0, fmt.Errorf("read cookie of network namespace %s: %w", path, err)
 	}
 	return cookie, nil
+}
+
+// Addrs returns the addresses of the namespace's interfaces, loopback
+// addresses left out.
+func Addrs(path string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	err := Do(path, func() error {
+		addrs, err := net.InterfaceAddrs()
+		if err != nil {
+			return fmt.Errorf("list addresses: %w", err)
+		}
+		for _, a := range addrs {
+			pfx, err := netip.ParsePrefix(a.String())
+			if err != nil || pfx.Addr().IsLoopback() || pfx.Addr().IsLinkLocalUnicast() {
+				continue
+			}
+			out = append(out, pfx.Addr().Unmap())
+		}
+		return nil
+	})
+	return out, err
 }
