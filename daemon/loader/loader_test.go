@@ -298,6 +298,51 @@ func TestMapAttachedAndStale(t *testing.T) {
 	}
 }
 
+// TestUninstallWithoutMapInState: a map-attached program whose map the
+// loader state does not name (state lost) is still detached.
+func TestUninstallWithoutMapInState(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("privileged test: run as root")
+	}
+	objDir := t.TempDir()
+	compileSrc(t, "testdata/sock_pair.c", objDir, "pair")
+	base := t.TempDir()
+	cfg := Config{ObjectDir: objDir, BPFFSPath: filepath.Join(base, "bpffs"), Cgroup2Path: filepath.Join(base, "cgroup2")}
+	t.Cleanup(func() { Uninstall(cfg) })
+	d, err := Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Attach(); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	prog, err := ebpf.LoadPinnedProgram(cfg.progPin("pair/test_verdict"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prog.Close()
+	m, err := ebpf.LoadPinnedMap(cfg.mapPin("test_socks"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	st, err := readState(cfg.statePath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.MapAttached = nil
+	if err := writeState(cfg.statePath(), st); err != nil {
+		t.Fatal(err)
+	}
+	if err := Uninstall(cfg); err != nil {
+		t.Fatalf("uninstall without the map in the state: %v", err)
+	}
+	if err := link.RawDetachProgram(link.RawDetachProgramOptions{Target: m.FD(), Program: prog, Attach: ebpf.AttachSkMsgVerdict}); err == nil {
+		t.Error("the sk_msg program was still attached to its map after uninstall")
+	}
+}
+
 func TestLoadErrors(t *testing.T) {
 	_, err := Load(Config{ObjectDir: t.TempDir(), BPFFSPath: t.TempDir(), Cgroup2Path: t.TempDir()})
 	if !errors.Is(err, ErrNoObjects) || !strings.Contains(err.Error(), "make bpf") {

@@ -94,7 +94,11 @@ func detachProgPin(cfg Config, p, mapName string) []error {
 	defer prog.Close()
 	var errs []error
 	if mapName == "" {
-		errs = append(errs, fmt.Errorf("detach program %s: the loader state does not name its map; removing the pin only", p))
+		// no state naming its map (lost, or from a broken run): every
+		// pinned socket map is tried
+		if !detachFromSocketMaps(cfg, prog) {
+			errs = append(errs, fmt.Errorf("detach program %s: no pinned socket map has it attached; removing the pin only", p))
+		}
 	} else if m, err := ebpf.LoadPinnedMap(cfg.mapPin(mapName), nil); err == nil {
 		// the loader map-attaches sk_msg programs only
 		if err := link.RawDetachProgram(link.RawDetachProgramOptions{Target: m.FD(), Program: prog, Attach: ebpf.AttachSkMsgVerdict}); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -108,6 +112,25 @@ func detachProgPin(cfg Config, p, mapName string) []error {
 		errs = append(errs, fmt.Errorf("unpin program %s: %w", p, err))
 	}
 	return errs
+}
+
+// detachFromSocketMaps detaches prog from whichever pinned sockhash or
+// sockmap it is attached to; false when none has it.
+func detachFromSocketMaps(cfg Config, prog *ebpf.Program) bool {
+	pins, _ := filepath.Glob(filepath.Join(cfg.pinRoot(), "maps", "*"))
+	detached := false
+	for _, pin := range pins {
+		m, err := ebpf.LoadPinnedMap(pin, nil)
+		if err != nil {
+			continue
+		}
+		if info, err := m.Info(); err == nil && (info.Type == ebpf.SockHash || info.Type == ebpf.SockMap) {
+			opts := link.RawDetachProgramOptions{Target: m.FD(), Program: prog, Attach: ebpf.AttachSkMsgVerdict}
+			detached = link.RawDetachProgram(opts) == nil || detached
+		}
+		m.Close()
+	}
+	return detached
 }
 
 func unmount(dir, fstype string, log logrus.FieldLogger) []error {
