@@ -259,14 +259,7 @@ func TestMapAttachedAndStale(t *testing.T) {
 	if err := os.Remove(filepath.Join(objDir, "pair.o")); err != nil {
 		t.Fatal(err)
 	}
-	d, err := Load(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Attach(); err != nil {
-		t.Fatal(err)
-	}
-	d.Close()
+	loadAttachClose(t, cfg)
 	if _, err := os.Stat(cfg.progPin("pair/test_verdict")); !os.IsNotExist(err) {
 		t.Errorf("stale program pin: %v", err)
 	}
@@ -309,14 +302,7 @@ func TestUninstallWithoutMapInState(t *testing.T) {
 	base := t.TempDir()
 	cfg := Config{ObjectDir: objDir, BPFFSPath: filepath.Join(base, "bpffs"), Cgroup2Path: filepath.Join(base, "cgroup2")}
 	t.Cleanup(func() { Uninstall(cfg) })
-	d, err := Load(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Attach(); err != nil {
-		t.Fatal(err)
-	}
-	d.Close()
+	loadAttachClose(t, cfg)
 	prog, err := ebpf.LoadPinnedProgram(cfg.progPin("pair/test_verdict"), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -340,6 +326,19 @@ func TestUninstallWithoutMapInState(t *testing.T) {
 	}
 	if err := link.RawDetachProgram(link.RawDetachProgramOptions{Target: m.FD(), Program: prog, Attach: ebpf.AttachSkMsgVerdict}); err == nil {
 		t.Error("the sk_msg program was still attached to its map after uninstall")
+	}
+}
+
+// loadAttachClose is one daemon run: load, attach, exit.
+func loadAttachClose(t *testing.T, cfg Config) {
+	t.Helper()
+	d, err := Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.Attach(); err != nil {
+		t.Fatal(err)
 	}
 }
 
