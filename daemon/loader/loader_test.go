@@ -223,23 +223,16 @@ func TestMapAttachedAndStale(t *testing.T) {
 	}
 	run := func(wantReplaced bool) {
 		t.Helper()
-		d, err := Load(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer d.Close()
-		if err := d.Attach(); err != nil {
-			t.Fatal(err)
-		}
+		links := loadAttachClose(t, cfg)
 		var onMap []LinkInfo
-		for _, l := range d.Links() {
+		for _, l := range links {
 			if l.Map != "" {
 				onMap = append(onMap, l)
 			}
 		}
-		if len(d.Links()) != 3 || len(onMap) != 1 || onMap[0].Map != "test_socks" || onMap[0].Attach != ebpf.AttachSkMsgVerdict.String() ||
+		if len(links) != 3 || len(onMap) != 1 || onMap[0].Map != "test_socks" || onMap[0].Attach != ebpf.AttachSkMsgVerdict.String() ||
 			onMap[0].Adopted != wantReplaced || onMap[0].Pin != cfg.progPin("pair/test_verdict") {
-			t.Fatalf("links %+v", d.Links())
+			t.Fatalf("links %+v", links)
 		}
 	}
 	run(false)
@@ -329,8 +322,9 @@ func TestUninstallWithoutMapInState(t *testing.T) {
 	}
 }
 
-// loadAttachClose is one daemon run: load, attach, exit.
-func loadAttachClose(t *testing.T, cfg Config) {
+// loadAttachClose is one daemon run: load, attach, exit. It returns the
+// run's links.
+func loadAttachClose(t *testing.T, cfg Config) []LinkInfo {
 	t.Helper()
 	d, err := Load(cfg)
 	if err != nil {
@@ -340,6 +334,7 @@ func loadAttachClose(t *testing.T, cfg Config) {
 	if err := d.Attach(); err != nil {
 		t.Fatal(err)
 	}
+	return d.Links()
 }
 
 func TestLoadErrors(t *testing.T) {
