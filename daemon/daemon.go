@@ -91,7 +91,7 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.NoSameNodeAccel {
 		// what an earlier run accelerated carries on through TCP/IP; Attach
 		// detaches its programs
-		accelOff(opts.loaderConfig(), log)
+		accelOff(opts.loaderConfig(), "start", log)
 	} else if err := d.maps.SetAccelPassAll(false); err != nil { // an earlier run may have switched it off
 		return fmt.Errorf("switch same-node acceleration on: %w", err)
 	}
@@ -403,19 +403,20 @@ func Uninstall(opts Options) error {
 		opts.Log = logrus.New()
 	}
 	cfg := loader.Config{BPFFSPath: opts.BPFFSPath, Cgroup2Path: opts.Cgroup2Path, Log: opts.Log}
-	accelOff(cfg, opts.Log.WithField("subsys", "daemon"))
+	accelOff(cfg, "uninstall", opts.Log.WithField("subsys", "daemon"))
 	return loader.Uninstall(cfg)
 }
 
-// accelOff switches same-node acceleration off before uninstall: every
-// send on an accelerated socket goes through TCP/IP from now on, after the
+// accelOff switches same-node acceleration off, before uninstall or at a
+// start with --same-node-accel=false (phase says which): every send on an
+// accelerated socket goes through TCP/IP from now on, after the
 // bytes already redirected to its reader (which reads those first, so the
 // order holds). Its sockets stay in km_socks until they close: the kernel
 // would purge unread redirected bytes of a socket that left the map, so
-// uninstall never removes them, and the kernel frees the map and sk_msg
+// kmesh never removes them, and the kernel frees the map and sk_msg
 // program once the last of them closes. Without acceleration pinned it
 // does nothing.
-func accelOff(cfg loader.Config, log logrus.FieldLogger) {
+func accelOff(cfg loader.Config, phase string, log logrus.FieldLogger) {
 	ctl, err := ebpf.LoadPinnedMap(cfg.MapPinPath(maps.MapAccelCtl), nil)
 	if err != nil {
 		return
@@ -430,7 +431,7 @@ func accelOff(cfg loader.Config, log logrus.FieldLogger) {
 		open = countSocks(socks)
 		socks.Close()
 	}
-	f := logrus.Fields{"phase": "uninstall", "open_sockets": open}
+	f := logrus.Fields{"phase": phase, "open_sockets": open}
 	if open > 0 {
 		log.WithFields(f).Info("same-node acceleration off: open accelerated connections carry on through TCP/IP; the kernel frees the socket map and sk_msg program when they close")
 		return
