@@ -63,14 +63,11 @@ type Dataplane struct {
 // state is what the loader records next to its pins, so a later run (or
 // uninstall) knows what it made.
 type state struct {
-	MountedBPFFS   bool     `json:"mounted_bpffs"`
-	MountedCgroup2 bool     `json:"mounted_cgroup2"`
-	Cgroup2Path    string   `json:"cgroup2_path"`
-	Objects        []string `json:"objects"`
-	// MapAttached names the map each map-attached program (sk_msg) is
-	// attached to, by program ("object/program"); uninstall detaches them.
-	MapAttached map[string]string `json:"map_attached,omitempty"`
-	Updated     time.Time         `json:"updated"`
+	MountedBPFFS   bool      `json:"mounted_bpffs"`
+	MountedCgroup2 bool      `json:"mounted_cgroup2"`
+	Cgroup2Path    string    `json:"cgroup2_path"`
+	Objects        []string  `json:"objects"`
+	Updated        time.Time `json:"updated"`
 }
 
 type program struct {
@@ -396,13 +393,6 @@ func (d *Dataplane) attachToMap(n string) error {
 	if err := p.prog.Pin(pin); err != nil {
 		return fmt.Errorf("pin program %s: %w", n, err)
 	}
-	if d.state.MapAttached == nil {
-		d.state.MapAttached = map[string]string{}
-	}
-	d.state.MapAttached[n] = p.onMap
-	if err := writeState(d.cfg.statePath(), d.state); err != nil {
-		return err
-	}
 	d.mapAttached[n] = true
 	d.adoptedLinks[n] = replaced
 	d.log.WithFields(logrus.Fields{"program": n, "attach": p.attach.String(), "map": p.onMap, "replaced": replaced}).Info("attached")
@@ -430,14 +420,8 @@ func (d *Dataplane) detachStale() error {
 		if _, ok := d.progs[n]; ok {
 			continue
 		}
-		errs = append(errs, detachProgPin(d.cfg, p, d.state.MapAttached[n])...)
-		delete(d.state.MapAttached, n)
+		errs = append(errs, detachProgPin(d.cfg, p)...)
 		d.log.WithFields(logrus.Fields{"program": n, "pin": p}).Warn("detached a program this version does not have")
-	}
-	if len(progs) > 0 {
-		if err := writeState(d.cfg.statePath(), d.state); err != nil {
-			errs = append(errs, err)
-		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("detach stale programs: %w", err)

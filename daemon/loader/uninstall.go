@@ -29,7 +29,7 @@ func Uninstall(cfg Config) error {
 	}
 	progs, _ := filepath.Glob(filepath.Join(cfg.pinRoot(), "progs", "*"))
 	for _, p := range progs {
-		errs = append(errs, detachProgPin(cfg, p, st.MapAttached[pinName(p)])...)
+		errs = append(errs, detachProgPin(cfg, p)...)
 		log.WithField("pin", p).Info("detached")
 	}
 	maps, _ := filepath.Glob(filepath.Join(cfg.pinRoot(), "maps", "*"))
@@ -83,54 +83,33 @@ func detachLinkPin(p string) []error {
 	return errs
 }
 
-// detachProgPin detaches a pinned map-attached program from the pinned map
-// mapName and removes the program's pin. A map that is gone took the
-// attachment with it.
-func detachProgPin(cfg Config, p, mapName string) []error {
+// detachProgPin detaches a pinned map-attached program (sk_msg, the only
+// kind the loader map-attaches) from the pinned socket maps it is attached
+// to and removes its pin. Which map that is needs no record: detaching from
+// a socket map the program is not attached to fails and changes nothing,
+// so each pinned sockhash and sockmap is tried. A program on no pinned map
+// (its map is gone) has nothing left to detach.
+func detachProgPin(cfg Config, p string) []error {
 	prog, err := ebpf.LoadPinnedProgram(p, nil)
 	if err != nil {
 		return []error{fmt.Errorf("open pinned program %s: %w", p, err)}
 	}
 	defer prog.Close()
-	var errs []error
-	if mapName == "" {
-		// no state naming its map (lost, or from a broken run): every
-		// pinned socket map is tried
-		if !detachFromSocketMaps(cfg, prog) {
-			errs = append(errs, fmt.Errorf("detach program %s: no pinned socket map has it attached; removing the pin only", p))
-		}
-	} else if m, err := ebpf.LoadPinnedMap(cfg.mapPin(mapName), nil); err == nil {
-		// the loader map-attaches sk_msg programs only
-		if err := link.RawDetachProgram(link.RawDetachProgramOptions{Target: m.FD(), Program: prog, Attach: ebpf.AttachSkMsgVerdict}); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("detach program %s from map %s: %w", p, mapName, err))
-		}
-		m.Close()
-	} else if !errors.Is(err, os.ErrNotExist) {
-		errs = append(errs, fmt.Errorf("open pinned map %s: %w", mapName, err))
-	}
-	if err := os.Remove(p); err != nil {
-		errs = append(errs, fmt.Errorf("unpin program %s: %w", p, err))
-	}
-	return errs
-}
-
-// detachFromSocketMaps detaches prog from whichever pinned sockhash or
-// sockmap it is attached to; false when none has it.
-func detachFromSocketMaps(cfg Config, prog *ebpf.Program) bool {
 	pins, _ := filepath.Glob(filepath.Join(cfg.pinRoot(), "maps", "*"))
-	detached := false
 	for _, pin := range pins {
 		m, err := ebpf.LoadPinnedMap(pin, nil)
 		if err != nil {
 			continue
 		}
 		if info, err := m.Info(); err == nil && (info.Type == ebpf.SockHash || info.Type == ebpf.SockMap) {
-			opts := link.RawDetachProgramOptions{Target: m.FD(), Program: prog, Attach: ebpf.AttachSkMsgVerdict}
-			detached = link.RawDetachProgram(opts) == nil || detached
+			_ = link.RawDetachProgram(link.RawDetachProgramOptions{Target: m.FD(), Program: prog, Attach: ebpf.AttachSkMsgVerdict})
 		}
 		m.Close()
 	}
-	return detached
+	if err := os.Remove(p); err != nil {
+		return []error{fmt.Errorf("unpin program %s: %w", p, err)}
+	}
+	return nil
 }
 
 func unmount(dir, fstype string, log logrus.FieldLogger) []error {

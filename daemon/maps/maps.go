@@ -107,8 +107,15 @@ func (m *Maps) AccelStatsOf() (AccelStats, error) {
 	if m.accelStats == nil {
 		return sum, nil
 	}
+	return ReadAccelStats(m.accelStats)
+}
+
+// ReadAccelStats reads a km_accel_stats map (for example one held open past
+// uninstall) and sums its CPUs.
+func ReadAccelStats(mp *ebpf.Map) (AccelStats, error) {
+	var sum AccelStats
 	var per []AccelStats
-	if err := m.accelStats.Lookup(uint32(0), &per); err != nil {
+	if err := mp.Lookup(uint32(0), &per); err != nil {
 		return sum, fmt.Errorf("look up %s: %w", MapAccelStats, err)
 	}
 	for _, p := range per {
