@@ -6,16 +6,31 @@
  * namespaces only, look the destination up in km_services (exact address
  * first, then the family's per-port wildcard), pick a cluster by weight, pick
  * a slot of that cluster's slot table by the cluster's policy and rewrite the
- * destination to the slot's endpoint. Everything else is left untouched.
- * Both programs always allow the connect (return 1).
+ * destination to the slot's endpoint.
+ *
+ * An IPv4-mapped destination on connect6 (::ffff:a.b.c.d, a dual-stack
+ * AF_INET6 socket) is an IPv4 connect: the AF_INET key (exact, then the
+ * 0.0.0.0:port wildcard, never [::]:port), an AF_INET endpoint, written back
+ * as ::ffff:<endpoint>; km_orig_dst records the IPv4 key.
+ *
+ * Verdicts: no match, not enrolled, not TCP, or a matched PASSTHROUGH entry
+ * (cluster_count 0: a listener claims the VIP, nothing serves it here) leave
+ * the destination untouched and allow (return 1). A matched service with no
+ * endpoint to pick (empty or missing cluster, endpoint of the other family,
+ * corrupt weights) refuses the connect (return 0: connect() fails with EPERM
+ * at once instead of running into an unroutable VIP) and counts no_endpoint.
+ * A connect that is not rewritten drops the km_orig_dst entry an earlier
+ * connect of the same socket may have left.
  *
  * Only helpers and instructions available on 5.10 are used: map lookups,
  * bpf_get_prandom_u32, bpf_spin_lock/unlock, bpf_get_netns_cookie (5.7),
- * bpf_sk_storage_get (only with KMESH_HAVE_SK_STORAGE), non-fetching atomic
- * adds; the one loop is fully unrolled.
+ * bpf_sk_storage_get/delete (5.3 in sock_addr programs; only with
+ * KMESH_HAVE_SK_STORAGE), non-fetching atomic adds; the one loop is fully
+ * unrolled.
  */
 #include "kmesh_uapi.h"
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 
 #include "kmesh_features.h"
 #include "kmesh_types.h"
@@ -124,14 +139,40 @@ static __always_inline const struct km_addr *km_pick_endpoint(__u32 cid, __u8 fa
 	return ep;
 }
 
+#if KMESH_HAVE_SK_STORAGE
+/*
+ * The connect is not rewritten: drop the km_orig_dst entry an earlier connect
+ * of this socket left (it connected to a VIP, failed, and now connects
+ * elsewhere). Looked up without F_CREATE first: a socket without an entry,
+ * the common case, pays one lookup and allocates nothing.
+ */
+static __always_inline void km_forget_orig_dst(struct bpf_sock_addr *ctx)
+{
+	struct bpf_sock *sk = ctx->sk;
+
+	if (sk && bpf_sk_storage_get(&km_orig_dst, sk, 0, 0))
+		bpf_sk_storage_delete(&km_orig_dst, sk);
+}
+#else
+static __always_inline void km_forget_orig_dst(struct bpf_sock_addr *ctx)
+{
+	(void)ctx;
+}
+#endif
+
 static __always_inline int km_connect(struct bpf_sock_addr *ctx, __u8 family)
 {
 	const struct km_service *svc;
 	const struct km_addr *ep;
 	struct km_addr key = {};
 	struct km_addr orig;
+	int mapped = 0;
 	__u64 cookie;
-	__u32 cid;
+	/*
+	 * Initialised: clang may load it before km_pick_cluster's verdict, and
+	 * 5.10's verifier rejects a read of uninitialised stack.
+	 */
+	__u32 cid = 0;
 
 	if (ctx->type != KM_SOCK_STREAM)
 		return 1;
@@ -139,43 +180,67 @@ static __always_inline int km_connect(struct bpf_sock_addr *ctx, __u8 family)
 	if (!bpf_map_lookup_elem(&km_enrolled, &cookie))
 		return 1;
 
-	key.family = family;
 	key.port = (__be16)KM_READ_U32(ctx->user_port);
 	if (family == KM_AF_INET) {
+		key.family = KM_AF_INET;
 		key.ip[0] = KM_READ_U32(ctx->user_ip4);
 	} else {
 		key.ip[0] = KM_READ_U32(ctx->user_ip6[0]);
 		key.ip[1] = KM_READ_U32(ctx->user_ip6[1]);
 		key.ip[2] = KM_READ_U32(ctx->user_ip6[2]);
 		key.ip[3] = KM_READ_U32(ctx->user_ip6[3]);
+		if (key.ip[0] == 0 && key.ip[1] == 0 && key.ip[2] == bpf_htonl(0x0000ffff)) {
+			/* ::ffff:a.b.c.d (dual-stack socket): an IPv4 connect. */
+			key.family = KM_AF_INET;
+			key.ip[0] = key.ip[3];
+			key.ip[2] = 0;
+			key.ip[3] = 0;
+			mapped = 1;
+		} else {
+			key.family = KM_AF_INET6;
+		}
 	}
 	orig = key;
 
 	svc = bpf_map_lookup_elem(&km_services, &key);
 	if (!svc) {
+		/* The wildcard of key.family: 0.0.0.0:port for a mapped destination. */
 		key.ip[0] = 0;
 		key.ip[1] = 0;
 		key.ip[2] = 0;
 		key.ip[3] = 0;
 		svc = bpf_map_lookup_elem(&km_services, &key);
-		if (!svc)
+		if (!svc) {
+			km_forget_orig_dst(ctx);
 			return 1;
+		}
+	}
+	if (svc->cluster_count == 0) {
+		/* PASSTHROUGH: claimed, not served here; it also shadows the wildcard. */
+		km_forget_orig_dst(ctx);
+		return 1;
 	}
 
 	if (km_pick_cluster(svc, &cid) < 0) {
+		/* Corrupt entry: > 16 clusters, total_weight 0 or beyond the weights. */
 		km_count(&km_svc_stats, svc->service_id, 0);
-		return 1;
+		km_forget_orig_dst(ctx);
+		return 0;
 	}
-	ep = km_pick_endpoint(cid, family);
+	ep = km_pick_endpoint(cid, key.family);
 	if (!ep) {
-		/* Empty (or missing) cluster: leave the destination as it is. */
+		/* Empty or missing cluster, or an endpoint of the other family: refuse. */
 		km_count(&km_svc_stats, svc->service_id, 0);
 		km_count(&km_clust_stats, cid, 0);
-		return 1;
+		km_forget_orig_dst(ctx);
+		return 0;
 	}
 
 	if (family == KM_AF_INET) {
 		KM_WRITE_U32(ctx->user_ip4, ep->ip[0]);
+	} else if (mapped) {
+		/* user_ip6[0..2] already hold the ::ffff: prefix. */
+		KM_WRITE_U32(ctx->user_ip6[3], ep->ip[0]);
 	} else {
 		KM_WRITE_U32(ctx->user_ip6[0], ep->ip[0]);
 		KM_WRITE_U32(ctx->user_ip6[1], ep->ip[1]);

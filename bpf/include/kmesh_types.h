@@ -85,7 +85,7 @@ struct km_orig_dst {
 /* Per-CPU counters, one per service (km_svc_stats) and per cluster (km_clust_stats). */
 struct km_stats {
 	__u64 redirected;  /* connects rewritten to an endpoint */
-	__u64 no_endpoint; /* matched, but no endpoint to pick: left untouched */
+	__u64 no_endpoint; /* matched, but no endpoint to pick: refused (EPERM) */
 };
 
 /*

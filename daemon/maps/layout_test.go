@@ -194,12 +194,13 @@ func isIntOrIntArray(c btf.Type) bool {
 // helpers510 are the helpers the compat programs may call: all exist for
 // cgroup sock_addr programs on 5.10.
 var helpers510 = map[asm.BuiltinFunc]bool{
-	asm.FnMapLookupElem:  true,
-	asm.FnGetPrandomU32:  true,
-	asm.FnSpinLock:       true,
-	asm.FnSpinUnlock:     true,
-	asm.FnGetNetnsCookie: true,
-	asm.FnSkStorageGet:   true,
+	asm.FnMapLookupElem:   true,
+	asm.FnGetPrandomU32:   true,
+	asm.FnSpinLock:        true,
+	asm.FnSpinUnlock:      true,
+	asm.FnGetNetnsCookie:  true,
+	asm.FnSkStorageGet:    true,
+	asm.FnSkStorageDelete: true, // with sk_storage_get since 5.3 (sock_addr)
 }
 
 // TestCompat510 checks the instruction stream for what a 5.10 verifier
