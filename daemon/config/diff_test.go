@@ -95,6 +95,12 @@ func TestDiff(t *testing.T) {
 		f(c["static_resources"].(M))
 		return mustParse(t, c)
 	}
+	// l1's only filter chain matches by SNI: 10.96.0.10:80 is passthrough.
+	passthroughL1 := mod(func(sr M) { sr["listeners"].([]any)[0] = sniOnly("l1", "10.96.0.10", 80, "a") })
+	if s := passthroughL1.Services[key("10.96.0.10:80")]; !s.Passthrough() || s.Equal(base.Services[key("10.96.0.10:80")]) ||
+		passthroughL1.Version == base.Version {
+		t.Fatalf("passthrough service %+v (version %s) vs %+v (version %s)", s, passthroughL1.Version, base.Services[key("10.96.0.10:80")], base.Version)
+	}
 	tests := []struct {
 		name     string
 		old, new *config.Model
@@ -135,6 +141,23 @@ func TestDiff(t *testing.T) {
 		new: mod(func(sr M) {
 			sr["clusters"].([]any)[0] = cluster("a", ep("10.244.0.2", 80, 2), ep("10.244.0.1", 80))
 		}),
+	}, {
+		name: "served to passthrough changes the service",
+		old:  base,
+		new:  passthroughL1,
+		want: config.Delta{ServicesChanged: []config.ServiceKey{key("10.96.0.10:80")}},
+	}, {
+		name: "passthrough to served changes the service",
+		old:  passthroughL1,
+		new:  base,
+		want: config.Delta{ServicesChanged: []config.ServiceKey{key("10.96.0.10:80")}},
+	}, {
+		name: "a virtual host losing its catch-all route turns passthrough",
+		old:  base,
+		new: mod(func(sr M) {
+			sr["listeners"].([]any)[1] = hcmL("h", "0.0.0.0", 9080, vhost("v", []string{"10.96.0.20"}, route("", M{"prefix": "/api"}, to("c"))))
+		}),
+		want: config.Delta{ServicesChanged: []config.ServiceKey{key("10.96.0.20:9080")}},
 	}, {
 		name: "policy change changes the cluster",
 		old:  base,

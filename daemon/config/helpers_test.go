@@ -203,18 +203,26 @@ func eps(pairs ...any) []config.Endpoint {
 	return out
 }
 
-// serviceSummary renders services as "key -> name:weight,..." lines.
+// serviceSummary renders services as "key -> clusterSummary" lines.
 func serviceSummary(m *config.Model) []string {
 	var out []string
 	for _, k := range m.SortedServiceKeys() {
-		s := m.Services[k]
-		var parts []string
-		for _, wc := range s.Clusters {
-			parts = append(parts, fmt.Sprintf("%s:%d", wc.Name, wc.Weight))
-		}
-		out = append(out, k.String()+" -> "+strings.Join(parts, ","))
+		out = append(out, k.String()+" -> "+clusterSummary(m.Services[k]))
 	}
 	return out
+}
+
+// clusterSummary renders the clusters of s as "name:weight,...", or
+// "passthrough".
+func clusterSummary(s config.Service) string {
+	if s.Passthrough() {
+		return "passthrough"
+	}
+	parts := make([]string, len(s.Clusters))
+	for i, wc := range s.Clusters {
+		parts[i] = fmt.Sprintf("%s:%d", wc.Name, wc.Weight)
+	}
+	return strings.Join(parts, ",")
 }
 
 func noteStrings(m *config.Model) []string {

@@ -19,7 +19,10 @@ const MaxWeightedClusters = 16
 // Translate, ParseBootstrap, LoadFile or LoadDefault; treat it as read-only.
 type Model struct {
 	// Services maps a destination (VIP:port, or a wildcard address of one
-	// family and a port) to the clusters a connect() there is sent to.
+	// family and a port) to the clusters a connect() there is sent to. A
+	// passthrough service (no clusters) keeps a specific VIP:port that the
+	// input claims but compat mode cannot serve from falling through to the
+	// wildcard service of its port.
 	Services map[ServiceKey]Service
 	// Clusters maps a cluster name to its endpoints. It holds every valid
 	// cluster of the input, referenced or not.
@@ -29,7 +32,8 @@ type Model struct {
 	Unsupported []Note
 	// Version is a content hash of Services and Clusters (not of
 	// Unsupported): equal models have equal versions, whatever the order of
-	// the input. Diff(a, b) is empty exactly when a.Version == b.Version.
+	// the input. Diff(a, b) is empty exactly when a.Version == b.Version
+	// (a service turning passthrough, or served again, changes both).
 	Version string
 }
 
@@ -68,19 +72,28 @@ func (k *ServiceKey) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// Service is what connects to one ServiceKey are balanced across.
+// Service is what connects to one ServiceKey are balanced across, or, for a
+// passthrough service, the record that they are left alone.
 type Service struct {
 	// Name is the listener name for tcp_proxy services and the virtual host
 	// name for http_connection_manager services.
 	Name string
 	// Listener is the name of the listener the service came from.
 	Listener string
-	// Clusters is sorted by name, has no duplicates and no zero weights; the
-	// weights sum to more than zero and fit in a uint32.
+	// Clusters is empty exactly for a passthrough service: compat mode leaves
+	// connections to it at their original destination. Otherwise it is
+	// sorted by name, has no duplicates and no zero weights; the weights sum
+	// to more than zero and fit in a uint32.
 	Clusters []WeightedCluster
 }
 
-// Equal reports whether s and o are identical.
+// Passthrough reports whether s has no clusters: connections to its key
+// keep their original destination instead of matching the wildcard service
+// of the port. Only specific (not wildcard) keys are passthrough.
+func (s Service) Passthrough() bool { return len(s.Clusters) == 0 }
+
+// Equal reports whether s and o are identical. A passthrough service never
+// equals a served one.
 func (s Service) Equal(o Service) bool {
 	return s.Name == o.Name && s.Listener == o.Listener && slices.Equal(s.Clusters, o.Clusters)
 }
@@ -167,6 +180,18 @@ func (k NoteKind) String() string {
 // MarshalText implements encoding.TextMarshaler.
 func (k NoteKind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
 
+// UnmarshalText implements encoding.TextUnmarshaler (the /status document
+// decodes, for kmeshctl and tests).
+func (k *NoteKind) UnmarshalText(b []byte) error {
+	for _, c := range []NoteKind{NeedsEnhanced, NotSupported, Ignored} {
+		if string(b) == c.String() {
+			*k = c
+			return nil
+		}
+	}
+	return fmt.Errorf("decode note kind %q: want needs enhanced mode, not supported or ignored", b)
+}
+
 // Note records a part of the input that compat mode does not apply.
 type Note struct {
 	Kind NoteKind
@@ -224,7 +249,7 @@ func (m *Model) computeVersion() string {
 		u(uint64(k.Port))
 		str(s.Name)
 		str(s.Listener)
-		u(uint64(len(s.Clusters)))
+		u(uint64(len(s.Clusters))) // 0 marks a passthrough service
 		for _, wc := range s.Clusters {
 			str(wc.Name)
 			u(uint64(wc.Weight))

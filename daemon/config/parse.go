@@ -72,7 +72,8 @@ func LoadFile(path string) (*Model, error) {
 }
 
 // LoadFileContent is LoadFile that also returns the file's content, for
-// WatchOptions.Applied.
+// WatchOptions.Applied. The content is returned when it was read but is
+// invalid too (for WatchOptions.Rejected).
 func LoadFileContent(path string) (*Model, []byte, error) {
 	data, err := readLimited(path)
 	if err != nil {
@@ -80,7 +81,7 @@ func LoadFileContent(path string) (*Model, []byte, error) {
 	}
 	m, err := ParseBootstrap(data, FormatOf(path))
 	if err != nil {
-		return nil, nil, fmt.Errorf("load config %s: %w", path, err)
+		return nil, data, fmt.Errorf("load config %s: %w", path, err)
 	}
 	return m, data, nil
 }

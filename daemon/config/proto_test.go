@@ -129,17 +129,17 @@ func TestTranslateProtoNotes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := serviceSummary(m), []string{"10.96.0.10:80 -> a:1", "10.96.0.12:443 -> a:1", "[::]:80 -> a6:1"}; !slices.Equal(got, want) {
+	if got, want := serviceSummary(m), []string{"10.96.0.10:80 -> a:1", "10.96.0.11:6379 -> passthrough", "10.96.0.12:443 -> a:1", "[::]:80 -> a6:1"}; !slices.Equal(got, want) {
 		t.Errorf("services = %q, want %q", got, want)
 	}
 	requireNotes(t, m, []string{
 		`listener "pre" filter_chain[0] filter "envoy.filters.network.rbac": network filters before the terminal filter are not applied in compat mode (needs enhanced mode)`,
-		`listener "redis" filter_chain[0] filter "envoy.filters.network.redis_proxy": terminal filter type google.protobuf.StringValue is not supported (use tcp_proxy or http_connection_manager); listener not applied (not supported)`,
+		`listener "redis" filter_chain[0] filter "envoy.filters.network.redis_proxy": terminal filter type google.protobuf.StringValue is not supported (use tcp_proxy or http_connection_manager); listener not applied; connections to 10.96.0.11:6379 keep their original destination (not supported)`,
 		`listener "h" filter_chain[0] filter "hcm" http_filter "envoy.filters.http.jwt_authn": HTTP filters are not applied in compat mode`,
 		`listener "h" filter_chain[0]: transport_socket is not applied`,
 		`listener "v6": address ipv4_compat is ignored: [::]:80 matches IPv6 destinations only`,
 		`listener "int": internal listeners are not reachable`,
-		`cluster "a": health_checks are not performed`,
+		`cluster "a": health_checks is not applied: compat mode performs no health checks`,
 		`cluster "a": transport_socket is not applied`,
 	})
 	if len(m.Unsupported) != 8 {

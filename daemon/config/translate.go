@@ -28,10 +28,12 @@ import (
 // The inputs are not modified and may be shared.
 func Translate(listeners []*listenerv3.Listener, clusters []*clusterv3.Cluster) (*Model, error) {
 	t := translator{
+		rules:       fieldRuleSet(),
 		clusters:    make(map[string]Cluster, len(clusters)),
 		clusterSeen: make(map[string]string, len(clusters)),
 		services:    make(map[ServiceKey]Service, len(listeners)),
-		origin:      make(map[ServiceKey]string, len(listeners)),
+		claims:      make([]claim, 0, len(listeners)),
+		firstClaim:  make(map[ServiceKey]int, len(listeners)),
 		listenerIdx: make(map[string]string, len(listeners)),
 	}
 	for i, c := range clusters {
@@ -40,30 +42,51 @@ func Translate(listeners []*listenerv3.Listener, clusters []*clusterv3.Cluster) 
 	for i, l := range listeners {
 		t.listener(i, l)
 	}
+	t.resolveClaims()
 	if len(t.issues) > 0 {
 		return nil, &ValidationError{Issues: t.issues}
 	}
+	t.finishFieldNotes()
 	m := &Model{Services: t.services, Clusters: t.clusters, Unsupported: t.notes}
 	sortNotes(m.Unsupported)
+	m.Unsupported = slices.Compact(m.Unsupported)
 	m.Version = m.computeVersion()
 	return m, nil
 }
 
 type translator struct {
-	issues   []Issue
-	notes    []Note
-	clusters map[string]Cluster
+	rules     *ruleSet
+	issues    []Issue
+	issueSeen map[Issue]bool
+	notes     []Note
+	clusters  map[string]Cluster
 	// clusterSeen maps every cluster name met (valid or not) to its object
 	// description, to report duplicates and to not report references to an
 	// invalid cluster as unknown.
 	clusterSeen map[string]string
 	services    map[ServiceKey]Service
-	origin      map[ServiceKey]string // service key -> object that defined it
-	listenerIdx map[string]string     // listener name -> object description
+	// claims are the bids for service keys, in input order; firstClaim
+	// indexes the first one of each key (the others follow claim.next).
+	claims      []claim
+	firstClaim  map[ServiceKey]int
+	listenerIdx map[string]string // listener name -> object description
+	// path and fieldNotes are the state of the allow-list walk (fields.go).
+	path       []pathStep
+	fieldNotes map[string]*fieldNote
 }
 
+// issue records a problem once: one virtual host serving several keys of a
+// listener is checked once per key.
 func (t *translator) issue(obj, format string, args ...any) {
-	t.issues = append(t.issues, Issue{Object: obj, Msg: fmt.Sprintf(format, args...)})
+	is := Issue{Object: obj, Msg: fmt.Sprintf(format, args...)}
+	if t.issueSeen[is] {
+		return
+	}
+	if t.issueSeen == nil {
+		t.issueSeen = make(map[Issue]bool)
+	}
+	t.issueSeen[is] = true
+	t.issues = append(t.issues, is)
 }
 
 func (t *translator) note(kind NoteKind, obj, format string, args ...any) {
@@ -213,18 +236,7 @@ func (t *translator) cluster(i int, c *clusterv3.Cluster) {
 		ok = false
 	}
 
-	if c.GetTransportSocket() != nil || len(c.GetTransportSocketMatches()) > 0 {
-		t.note(Ignored, obj, "transport_socket is not applied: compat mode redirects the client's own connection, so upstream TLS is not originated")
-	}
-	if len(c.GetHealthChecks()) > 0 {
-		t.note(Ignored, obj, "health_checks are not performed in compat mode; every listed endpoint receives connections")
-	}
-	if c.GetOutlierDetection() != nil {
-		t.note(Ignored, obj, "outlier_detection is not performed in compat mode")
-	}
-	if c.GetLbSubsetConfig() != nil {
-		t.note(Ignored, obj, "lb_subset_config is ignored; all endpoints form one set")
-	}
+	t.unapplied(obj, c, t.rules.cluster)
 
 	eps, epOK := t.endpoints(obj, c.GetLoadAssignment())
 	if !ok || !epOK {
@@ -378,17 +390,15 @@ func (t *translator) listener(i int, l *listenerv3.Listener) {
 	if len(keys) == 0 {
 		return
 	}
+	src := source{obj: obj, lobj: obj, name: l.GetName(), listener: l.GetName()}
 
-	fc, fobj := t.pickChain(obj, l)
+	fc, fobj := t.pickChain(obj, l, keys, src)
 	if fc == nil {
 		return
 	}
-	if fc.GetTransportSocket() != nil {
-		t.note(Ignored, fobj, "transport_socket is not applied: compat mode does not terminate TLS; the client's bytes reach the endpoint unchanged")
-	}
 	filters := fc.GetFilters()
 	if len(filters) == 0 {
-		t.note(Ignored, fobj, "has no filters; listener not applied")
+		t.notApplied(keys, nil, src, Note{Kind: Ignored, Object: fobj, Reason: "has no filters; listener not applied"})
 		return
 	}
 	for _, f := range filters[:len(filters)-1] {
@@ -398,9 +408,11 @@ func (t *translator) listener(i int, l *listenerv3.Listener) {
 	tobj := fobj + " filter " + strconv.Quote(term.GetName())
 	tc := term.GetTypedConfig()
 	if tc == nil {
-		t.note(NotSupported, tobj, "has no typed_config (config_discovery is not supported); listener not applied")
+		t.notApplied(keys, nil, src, Note{Kind: NotSupported, Object: tobj,
+			Reason: "has no typed_config (config_discovery is not supported); listener not applied"})
 		return
 	}
+	applied := false
 	switch {
 	case tc.MessageIs((*tcpv3.TcpProxy)(nil)):
 		tp := new(tcpv3.TcpProxy)
@@ -408,16 +420,21 @@ func (t *translator) listener(i int, l *listenerv3.Listener) {
 			t.issue(tobj, "decode tcp_proxy: %v", err)
 			return
 		}
-		t.tcpProxy(obj, tobj, l.GetName(), keys, tp)
+		applied = t.tcpProxy(tobj, keys, src, tp)
 	case tc.MessageIs((*hcmv3.HttpConnectionManager)(nil)):
 		h := new(hcmv3.HttpConnectionManager)
 		if err := tc.UnmarshalTo(h); err != nil {
 			t.issue(tobj, "decode http_connection_manager: %v", err)
 			return
 		}
-		t.hcm(obj, tobj, l.GetName(), keys, h)
+		applied = t.hcm(tobj, keys, src, h)
 	default:
-		t.note(NotSupported, tobj, "terminal filter type %s is not supported (use tcp_proxy or http_connection_manager); listener not applied", typeName(tc))
+		t.notApplied(keys, nil, src, Note{Kind: NotSupported, Object: tobj, Reason: fmt.Sprintf(
+			"terminal filter type %s is not supported (use tcp_proxy or http_connection_manager); listener not applied", typeName(tc))})
+	}
+	if applied {
+		t.unapplied(obj, l, t.rules.listener)
+		t.unapplied(fobj, fc, t.rules.chain)
 	}
 }
 
@@ -464,32 +481,45 @@ func (t *translator) listenerAddr(obj, field string, a *corev3.Address) (Service
 }
 
 // pickChain returns the filter chain that applies to every connection: the
-// first chain without a filter_chain_match, else default_filter_chain.
-func (t *translator) pickChain(obj string, l *listenerv3.Listener) (*listenerv3.FilterChain, string) {
+// one chain without a filter_chain_match, else default_filter_chain. Without
+// one the listener is not applied (its specific keys become passthrough).
+// Two chains without a match are an issue: Envoy rejects chains with the
+// same matching rules.
+func (t *translator) pickChain(obj string, l *listenerv3.Listener, keys []ServiceKey, src source) (*listenerv3.FilterChain, string) {
 	if l.GetFilterChainMatcher() != nil {
-		t.note(NeedsEnhanced, obj, "filter_chain_matcher selects chains by connection attributes; only default_filter_chain is applied")
 		if d := l.GetDefaultFilterChain(); d != nil {
+			t.note(NeedsEnhanced, obj, "filter_chain_matcher selects chains by connection attributes; only default_filter_chain is applied")
 			return d, obj + " default_filter_chain"
 		}
+		t.notApplied(keys, nil, src, Note{Kind: NeedsEnhanced, Object: obj,
+			Reason: "filter_chain_matcher selects chains by connection attributes and there is no default_filter_chain; listener not applied"})
 		return nil, ""
 	}
 	var pick *listenerv3.FilterChain
 	var pobj string
+	pj := -1
 	for j, fc := range l.GetFilterChains() {
 		fobj := obj + " " + named("filter_chain", j, fc.GetName())
 		if m := fc.GetFilterChainMatch(); m != nil && populated(m.ProtoReflect()) {
 			t.note(NeedsEnhanced, fobj, "filter_chain_match needs connection attributes (SNI, ALPN, transport, source); chain not applied")
 			continue
 		}
-		if pick == nil {
-			pick, pobj = fc, fobj
+		if pick != nil {
+			t.issue(fobj, "has no filter_chain_match, like %s; Envoy rejects filter chains with the same matching rules: give one of them a filter_chain_match or remove it",
+				named("filter_chain", pj, pick.GetName()))
+			continue
 		}
+		pick, pobj, pj = fc, fobj, j
 	}
-	if pick == nil {
-		if d := l.GetDefaultFilterChain(); d != nil {
+	if d := l.GetDefaultFilterChain(); d != nil {
+		if pick == nil {
 			return d, obj + " default_filter_chain"
 		}
-		t.note(Ignored, obj, "no filter chain applies to every connection; listener not applied")
+		t.note(Ignored, obj+" default_filter_chain", "never used: %s has no filter_chain_match, so it takes every connection",
+			named("filter_chain", pj, pick.GetName()))
+	}
+	if pick == nil {
+		t.notApplied(keys, nil, src, Note{Kind: Ignored, Object: obj, Reason: "no filter chain applies to every connection; listener not applied"})
 		return nil, ""
 	}
 	return pick, pobj
@@ -507,10 +537,12 @@ type rawWeight struct {
 	weight uint32
 }
 
-func (t *translator) tcpProxy(lobj, obj, listener string, keys []ServiceKey, tp *tcpv3.TcpProxy) {
+// tcpProxy claims the listener's keys for the tcp_proxy's clusters and
+// reports whether it applies.
+func (t *translator) tcpProxy(obj string, keys []ServiceKey, src source, tp *tcpv3.TcpProxy) bool {
 	if err := tp.ValidateAll(); err != nil {
 		t.envoyValidation(obj, err)
-		return
+		return false
 	}
 	var ws []rawWeight
 	switch cs := tp.GetClusterSpecifier().(type) {
@@ -522,73 +554,82 @@ func (t *translator) tcpProxy(lobj, obj, listener string, keys []ServiceKey, tp 
 		}
 	default:
 		t.issue(obj, "tcp_proxy has neither cluster nor weighted_clusters")
-		return
+		return false
 	}
-	if tp.GetTunnelingConfig() != nil {
-		t.note(NeedsEnhanced, obj, "tunneling_config (HTTP CONNECT tunneling) is not applied; connections go to the cluster directly")
-	}
-	if tp.GetMetadataMatch() != nil {
-		t.note(Ignored, obj, "metadata_match (subset load balancing) is ignored")
-	}
-	if tp.GetOnDemand() != nil {
-		t.note(NotSupported, obj, "on_demand cluster discovery is not supported")
-	}
+	t.unapplied(obj, tp, t.rules.tcpProxy)
 	for _, k := range keys {
-		t.addService(k, Service{Name: listener, Listener: listener}, ws, lobj)
+		t.addClaim(claim{key: k, src: src, ws: ws})
 	}
+	return true
 }
 
-func (t *translator) hcm(lobj, obj, listener string, keys []ServiceKey, h *hcmv3.HttpConnectionManager) {
+// hcm claims the listener's keys for the virtual hosts of an inline
+// route_config and reports whether it applies.
+func (t *translator) hcm(obj string, keys []ServiceKey, src source, h *hcmv3.HttpConnectionManager) bool {
 	if err := h.ValidateAll(); err != nil {
 		t.envoyValidation(obj, err)
-		return
+		return false
 	}
 	var rc *routev3.RouteConfiguration
 	switch rs := h.GetRouteSpecifier().(type) {
 	case *hcmv3.HttpConnectionManager_RouteConfig:
 		rc = rs.RouteConfig
 	case *hcmv3.HttpConnectionManager_Rds:
-		t.note(NotSupported, obj, "rds (route discovery) is not supported by the local-file translator; inline the routes as route_config; listener not applied")
-		return
+		t.notApplied(keys, nil, src, Note{Kind: NotSupported, Object: obj,
+			Reason: "rds (route discovery) is not supported by the local-file translator; inline the routes as route_config; listener not applied"})
+		return false
 	case *hcmv3.HttpConnectionManager_ScopedRoutes:
-		t.note(NeedsEnhanced, obj, "scoped_routes select routes by request headers; listener not applied")
-		return
+		t.notApplied(keys, nil, src, Note{Kind: NeedsEnhanced, Object: obj,
+			Reason: "scoped_routes select routes by request headers; listener not applied"})
+		return false
 	default:
 		t.issue(obj, "http_connection_manager has no route_config")
-		return
+		return false
 	}
 	for _, f := range h.GetHttpFilters() {
+		fobj := obj + " http_filter " + strconv.Quote(f.GetName())
 		if tc := f.GetTypedConfig(); tc != nil && tc.MessageIs((*routerv3.Router)(nil)) {
+			r := new(routerv3.Router)
+			if err := tc.UnmarshalTo(r); err != nil {
+				t.issue(fobj, "decode router: %v", err)
+				continue
+			}
+			t.unapplied(fobj, r, t.rules.router)
 			continue
 		}
 		if f.GetName() == "envoy.filters.http.router" && f.GetTypedConfig() == nil {
 			continue
 		}
-		t.note(NeedsEnhanced, obj+" http_filter "+strconv.Quote(f.GetName()), "HTTP filters are not applied in compat mode")
+		t.note(NeedsEnhanced, fobj, "HTTP filters are not applied in compat mode")
 	}
+	t.unapplied(obj, h, t.rules.hcm)
+	walked := make([]bool, len(rc.GetVirtualHosts())) // virtual hosts whose fields are checked
 	for _, lk := range keys {
 		if lk.Wildcard() {
-			t.hcmWildcard(lobj, listener, lk, rc)
+			t.hcmWildcard(src, lk, rc, walked)
 		} else {
-			t.hcmVIP(lobj, listener, lk, rc)
+			t.hcmVIP(src, lk, rc, walked)
 		}
 	}
+	return true
 }
 
 // hcmWildcard maps each virtual host of a 0.0.0.0:port / [::]:port listener
 // to the VIPs its IP-literal domains name ("*" names the wildcard itself).
-func (t *translator) hcmWildcard(lobj, listener string, lk ServiceKey, rc *routev3.RouteConfiguration) {
+func (t *translator) hcmWildcard(lsrc source, lk ServiceKey, rc *routev3.RouteConfiguration, walked []bool) {
 	for vi, vh := range rc.GetVirtualHosts() {
-		vobj := lobj + " " + named("virtual_host", vi, vh.GetName())
+		vobj := lsrc.lobj + " " + named("virtual_host", vi, vh.GetName())
 		var vkeys []ServiceKey
-		add := func(k ServiceKey) {
+		var vdomains []string // the domain naming each of vkeys; "" for "*"
+		add := func(k ServiceKey, d string) {
 			if !slices.Contains(vkeys, k) {
 				vkeys = append(vkeys, k)
+				vdomains = append(vdomains, d)
 			}
 		}
 		for _, d := range vh.GetDomains() {
 			if d == "*" {
-				add(lk)
+				add(lk, "")
 				continue
 			}
 			ip, port, ok := domainIP(d)
@@ -603,33 +644,43 @@ func (t *translator) hcmWildcard(lobj, listener string, lk ServiceKey, rc *route
 				t.note(Ignored, vobj, "domain %q: address family differs from the listener address %s", d, lk.Addr)
 				continue
 			}
-			add(ServiceKey{Addr: ip, Port: lk.Port})
+			add(ServiceKey{Addr: ip, Port: lk.Port}, d)
 		}
 		if len(vkeys) == 0 {
 			t.note(NeedsEnhanced, vobj, "no IP-literal or \"*\" domain: selected by Host header only")
 			continue
 		}
-		ws, ok := t.catchAll(vobj, vh)
+		src := source{obj: vobj, lobj: lsrc.lobj, name: vh.GetName(), listener: lsrc.listener}
+		ws, ok := t.vhostClusters(vobj, vh, vkeys, vdomains, src, &walked[vi])
 		if !ok {
 			continue
 		}
-		for _, k := range vkeys {
-			t.addService(k, Service{Name: vh.GetName(), Listener: listener}, ws, vobj)
+		for j, k := range vkeys {
+			t.addClaim(claim{key: k, src: src, domain: vdomains[j], ws: ws})
 		}
 	}
 }
 
 // hcmVIP picks the virtual host of a VIP:port listener that a connection to
 // the VIP uses: one whose domains name the VIP, else the "*" one.
-func (t *translator) hcmVIP(lobj, listener string, lk ServiceKey, rc *routev3.RouteConfiguration) {
+func (t *translator) hcmVIP(lsrc source, lk ServiceKey, rc *routev3.RouteConfiguration, walked []bool) {
 	vhs := rc.GetVirtualHosts()
+	vobj := func(vi int) string { return lsrc.lobj + " " + named("virtual_host", vi, vhs[vi].GetName()) }
 	exact, star := -1, -1
 	for vi, vh := range vhs {
 		for _, d := range vh.GetDomains() {
 			if d == "*" && star < 0 {
 				star = vi
 			}
-			if ip, port, ok := domainIP(d); ok && ip == lk.Addr && (port == 0 || port == lk.Port) && exact < 0 {
+			ip, port, ok := domainIP(d)
+			if !ok || ip != lk.Addr {
+				continue
+			}
+			if port != 0 && port != lk.Port {
+				t.note(Ignored, vobj(vi), "domain %q: port differs from the listener port %d, so no connection to this listener has that Host", d, lk.Port)
+				continue
+			}
+			if exact < 0 {
 				exact = vi
 			}
 		}
@@ -638,25 +689,45 @@ func (t *translator) hcmVIP(lobj, listener string, lk ServiceKey, rc *routev3.Ro
 	if chosen < 0 {
 		chosen = star
 	}
-	for vi, vh := range vhs {
+	for vi := range vhs {
 		if vi == chosen {
 			continue
 		}
-		vobj := lobj + " " + named("virtual_host", vi, vh.GetName())
 		if chosen < 0 {
-			t.note(NeedsEnhanced, vobj, "selected by Host header only; no virtual host names %s or \"*\", so %s gets no service", lk.Addr, lk)
+			t.note(NeedsEnhanced, vobj(vi), "selected by Host header only; no virtual host names %s or \"*\"", lk.Addr)
 		} else {
-			t.note(NeedsEnhanced, vobj, "selected by Host header only; compat mode sends every connection to %s to virtual host %q", lk, vhs[chosen].GetName())
+			t.note(NeedsEnhanced, vobj(vi), "selected by Host header only; compat mode sends every connection to %s to virtual host %q", lk, vhs[chosen].GetName())
 		}
 	}
 	if chosen < 0 {
+		t.notApplied([]ServiceKey{lk}, nil, lsrc, Note{Kind: NeedsEnhanced, Object: lsrc.lobj, Reason: fmt.Sprintf(
+			"no virtual host names %s or \"*\", so none applies to every connection to %s", lk.Addr, lk)})
 		return
 	}
 	vh := vhs[chosen]
-	vobj := lobj + " " + named("virtual_host", chosen, vh.GetName())
-	if ws, ok := t.catchAll(vobj, vh); ok {
-		t.addService(lk, Service{Name: vh.GetName(), Listener: listener}, ws, vobj)
+	src := source{obj: vobj(chosen), lobj: lsrc.lobj, name: vh.GetName(), listener: lsrc.listener}
+	if ws, ok := t.vhostClusters(src.obj, vh, []ServiceKey{lk}, nil, src, &walked[chosen]); ok {
+		t.addClaim(claim{key: lk, src: src, ws: ws})
 	}
+}
+
+// vhostClusters returns the clusters of vh's catch-all route. Without one,
+// the virtual host is not applied and its specific keys (domains gives the
+// domain naming each, nil for a VIP listener's own key) become passthrough.
+// The first time it is called for a virtual host (*walked false) it notes
+// the unapplied fields of the virtual host and the route.
+func (t *translator) vhostClusters(vobj string, vh *routev3.VirtualHost, keys []ServiceKey, domains []string, src source, walked *bool) ([]rawWeight, bool) {
+	ws, r, robj, fail := t.catchAll(vobj, vh)
+	if fail.Kind != 0 {
+		t.notApplied(keys, domains, src, fail)
+		return nil, false
+	}
+	if !*walked {
+		*walked = true
+		t.unapplied(vobj, vh, t.rules.vhost)
+		t.unapplied(robj, r, t.rules.route)
+	}
+	return ws, true
 }
 
 // domainIP parses an IP-literal domain: "10.0.0.1", "10.0.0.1:80",
@@ -677,8 +748,10 @@ func domainIP(d string) (netip.Addr, uint16, bool) {
 }
 
 // catchAll returns the clusters of the first route of vh that matches every
-// request (match prefix "/" and nothing else), noting each route before it.
-func (t *translator) catchAll(vobj string, vh *routev3.VirtualHost) ([]rawWeight, bool) {
+// request (match prefix "/" and nothing else), that route and its object,
+// noting each route before it. When there is none, or it does not name its
+// clusters, fail says why (the caller records it).
+func (t *translator) catchAll(vobj string, vh *routev3.VirtualHost) (ws []rawWeight, r *routev3.Route, robj string, fail Note) {
 	for ri, r := range vh.GetRoutes() {
 		robj := vobj + " " + named("route", ri, r.GetName())
 		if !isCatchAll(r.GetMatch()) {
@@ -687,29 +760,36 @@ func (t *translator) catchAll(vobj string, vh *routev3.VirtualHost) ([]rawWeight
 		}
 		ra, isRoute := r.GetAction().(*routev3.Route_Route)
 		if !isRoute {
-			t.note(NeedsEnhanced, robj, "catch-all route action %s is not a cluster route; virtual host gets no service", actionName(r))
-			return nil, false
+			return nil, nil, "", Note{Kind: NeedsEnhanced, Object: robj,
+				Reason: fmt.Sprintf("catch-all route action %s is not a cluster route; virtual host gets no service", actionName(r))}
 		}
 		switch cs := ra.Route.GetClusterSpecifier().(type) {
 		case *routev3.RouteAction_Cluster:
-			return []rawWeight{{cs.Cluster, 1}}, true
+			return []rawWeight{{cs.Cluster, 1}}, r, robj, Note{}
 		case *routev3.RouteAction_WeightedClusters:
-			var ws []rawWeight
+			var sum uint64
+			for _, cw := range cs.WeightedClusters.GetClusters() {
+				sum += uint64(cw.GetWeight().GetValue())
+			}
+			if tw := cs.WeightedClusters.GetTotalWeight(); tw != nil && uint64(tw.GetValue()) != sum {
+				// deprecated; current Envoy (and gRPC's xDS clients) use the sum
+				t.note(Ignored, robj, "weighted_clusters total_weight %d differs from the sum of the cluster weights, %d: the sum is used, as current Envoy does (total_weight is deprecated: remove it)", tw.GetValue(), sum)
+			}
 			for _, cw := range cs.WeightedClusters.GetClusters() {
 				if cw.GetName() == "" {
-					t.note(NeedsEnhanced, robj, "weighted cluster chosen by cluster_header %q needs the request; virtual host gets no service", cw.GetClusterHeader())
-					return nil, false
+					return nil, nil, "", Note{Kind: NeedsEnhanced, Object: robj, Reason: fmt.Sprintf(
+						"weighted cluster chosen by cluster_header %q needs the request; virtual host gets no service", cw.GetClusterHeader())}
 				}
 				ws = append(ws, rawWeight{cw.GetName(), cw.GetWeight().GetValue()})
 			}
-			return ws, true
+			return ws, r, robj, Note{}
 		default:
-			t.note(NeedsEnhanced, robj, "catch-all route picks its cluster per request (cluster_header or cluster_specifier_plugin); virtual host gets no service")
-			return nil, false
+			return nil, nil, "", Note{Kind: NeedsEnhanced, Object: robj,
+				Reason: "catch-all route picks its cluster per request (cluster_header or cluster_specifier_plugin); virtual host gets no service"}
 		}
 	}
-	t.note(NeedsEnhanced, vobj, "no catch-all route (match prefix \"/\" without other matchers), which compat mode needs to pick clusters per connection; virtual host gets no service")
-	return nil, false
+	return nil, nil, "", Note{Kind: NeedsEnhanced, Object: vobj,
+		Reason: "no catch-all route (match prefix \"/\" without other matchers), which compat mode needs to pick clusters per connection; virtual host gets no service"}
 }
 
 func isCatchAll(m *routev3.RouteMatch) bool {
@@ -772,25 +852,154 @@ func actionName(r *routev3.Route) string {
 	return "(none)"
 }
 
-// addService validates and records one service. obj names its source.
-func (t *translator) addService(k ServiceKey, svc Service, ws []rawWeight, obj string) {
-	sobj := func() string { return "service " + k.String() + " (" + obj + ")" }
-	if prev, dup := t.origin[k]; dup {
-		t.issue(sobj(), "duplicate service key %s: also defined by %s", k, prev)
+// ---- service keys ----
+
+// source is what a claim on a service key comes from.
+type source struct {
+	obj            string // the listener or virtual host that defines the service
+	lobj           string // its listener
+	name, listener string // Service.Name and Service.Listener
+}
+
+// claimRank orders the claims on one key the way Envoy picks a listener: one
+// listening on the address itself takes the connection before a wildcard
+// listener, whose virtual hosts name the address only as a domain.
+type claimRank uint8
+
+const (
+	rankDomain   claimRank = iota + 1 // an IP-literal domain of a wildcard listener's virtual host
+	rankListener                      // a listener's own address ("*" of a wildcard listener included)
+)
+
+// claim is one bid for a service key: served by ws, or passthrough (the
+// source is not applied and connections keep their original destination).
+// Claims are resolved once every listener is read (resolveClaims), so the
+// outcome does not depend on the order of the input.
+type claim struct {
+	key    ServiceKey
+	src    source
+	domain string // the domain naming key; "" for a listener's own address
+	ws     []rawWeight
+	pass   bool
+	note   int // pass: the index in translator.notes of the note to complete
+	first  bool
+	next   int // the next claim on key, or -1
+}
+
+func (c *claim) rank() claimRank {
+	if c.domain != "" {
+		return rankDomain
+	}
+	return rankListener
+}
+
+func (c *claim) sobj() string { return "service " + c.key.String() + " (" + c.src.obj + ")" }
+
+func (t *translator) addClaim(c claim) {
+	i := len(t.claims)
+	c.next = -1
+	j, seen := t.firstClaim[c.key]
+	c.first = !seen
+	t.claims = append(t.claims, c)
+	if !seen {
+		t.firstClaim[c.key] = i
 		return
 	}
-	t.origin[k] = obj
+	for t.claims[j].next >= 0 {
+		j = t.claims[j].next
+	}
+	t.claims[j].next = i
+}
+
+// notApplied records n, about a listener or virtual host compat mode cannot
+// serve, and a passthrough claim for each specific (not wildcard) key of it;
+// domains gives the domain naming each key (nil for a listener's own
+// addresses). resolveClaims completes n with the keys that end up
+// passthrough: a wildcard key needs no entry, since connections no key
+// matches keep their original destination anyway.
+func (t *translator) notApplied(keys []ServiceKey, domains []string, src source, n Note) {
+	idx := len(t.notes)
+	t.notes = append(t.notes, n)
+	for i, k := range keys {
+		if k.Wildcard() {
+			continue
+		}
+		d := ""
+		if domains != nil {
+			d = domains[i]
+		}
+		t.addClaim(claim{key: k, src: src, domain: d, pass: true, note: idx})
+	}
+}
+
+// resolveClaims turns the claims into services. The first claim of the
+// highest rank wins a key. A lower-ranked claim (a virtual host domain
+// naming the address of a listener) is noted; another claim of the same
+// rank is a duplicate issue, except for two passthrough virtual hosts, which
+// agree. Every served claim is validated, winning or not.
+func (t *translator) resolveClaims() {
+	var passKeys map[int][]ServiceKey // note index -> its passthrough keys
+	for i := range t.claims {
+		if !t.claims[i].first {
+			continue
+		}
+		win := i
+		for j := t.claims[i].next; j >= 0; j = t.claims[j].next {
+			if t.claims[j].rank() > t.claims[win].rank() {
+				win = j
+			}
+		}
+		w := &t.claims[win]
+		for j := i; j >= 0; j = t.claims[j].next {
+			c := &t.claims[j]
+			if j != win {
+				switch {
+				case c.rank() < w.rank():
+					t.note(Ignored, c.src.obj, "domain %q: %s listens on %s and takes its connections before this wildcard listener, so this virtual host gets none of them", c.domain, w.src.lobj, c.key)
+				case c.pass && w.pass && c.rank() == rankDomain:
+				default:
+					t.issue(c.sobj(), "duplicate service key %s: also defined by %s; name the address in one listener or virtual host only", c.key, w.src.obj)
+				}
+			}
+			if c.pass {
+				continue
+			}
+			if list, ok := t.weights(c); ok && j == win {
+				t.services[c.key] = Service{Name: c.src.name, Listener: c.src.listener, Clusters: list}
+			}
+		}
+		if w.pass {
+			t.services[w.key] = Service{Name: w.src.name, Listener: w.src.listener}
+			if passKeys == nil {
+				passKeys = make(map[int][]ServiceKey)
+			}
+			passKeys[w.note] = append(passKeys[w.note], w.key)
+		}
+	}
+	for idx, keys := range passKeys {
+		slices.SortFunc(keys, ServiceKey.Compare)
+		names := make([]string, len(keys))
+		for i, k := range keys {
+			names[i] = k.String()
+		}
+		t.notes[idx].Reason += "; connections to " + strings.Join(names, ", ") + " keep their original destination"
+	}
+}
+
+// weights validates the clusters of a served claim and returns them in
+// canonical form.
+func (t *translator) weights(c *claim) ([]WeightedCluster, bool) {
 	ok := true
 	// Merge repeated names (sorted, so duplicates are adjacent).
-	sorted := make([]rawWeight, 0, len(ws))
-	for _, w := range ws {
+	sorted := make([]rawWeight, 0, len(c.ws))
+	for _, w := range c.ws {
 		if w.name == "" {
-			t.issue(sobj(), "weighted cluster has an empty name")
+			t.issue(c.sobj(), "weighted cluster has an empty name")
 			ok = false
 			continue
 		}
 		if _, seen := t.clusterSeen[w.name]; !seen {
-			t.issue(sobj(), "unknown cluster %q", w.name)
+			t.issue(c.sobj(), "unknown cluster %q", w.name)
 			ok = false
 			continue
 		}
@@ -809,7 +1018,7 @@ func (t *translator) addService(k ServiceKey, svc Service, ws []rawWeight, obj s
 			continue
 		}
 		total += w
-		c, valid := t.clusters[name]
+		cl, valid := t.clusters[name]
 		if !valid {
 			ok = false // the cluster has an issue of its own
 			continue
@@ -817,24 +1026,23 @@ func (t *translator) addService(k ServiceKey, svc Service, ws []rawWeight, obj s
 		if w <= math.MaxUint32 {
 			list = append(list, WeightedCluster{Name: name, Weight: uint32(w)})
 		}
-		t.checkFamily(sobj, k, c)
+		t.checkFamily(c.sobj, c.key, cl)
 	}
 	if !ok {
-		return
+		return nil, false
 	}
 	switch {
 	case total == 0:
-		t.issue(sobj(), "total weight is 0; give at least one cluster a weight above 0")
-		return
+		t.issue(c.sobj(), "total weight is 0; give at least one cluster a weight above 0")
+		return nil, false
 	case total > math.MaxUint32:
-		t.issue(sobj(), "cluster weights sum to %d, more than %d", total, uint32(math.MaxUint32))
-		return
+		t.issue(c.sobj(), "cluster weights sum to %d, more than %d", total, uint32(math.MaxUint32))
+		return nil, false
 	case len(list) > MaxWeightedClusters:
-		t.issue(sobj(), "splits across %d clusters, more than the limit of %d", len(list), MaxWeightedClusters)
-		return
+		t.issue(c.sobj(), "splits across %d clusters, more than the limit of %d", len(list), MaxWeightedClusters)
+		return nil, false
 	}
-	svc.Clusters = list
-	t.services[k] = svc
+	return list, true
 }
 
 // checkFamily rejects endpoints of another address family than the service:

@@ -2,6 +2,7 @@ package config_test
 
 import (
 	"math"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -111,24 +112,26 @@ func TestTranslateSupported(t *testing.T) {
 		cfg: boot(ls(hcmL("h", "0.0.0.0", 9080,
 			vhost("v", []string{"10.96.0.20"}, route("api", M{"prefix": "/api"}, to("a"))),
 			vhost("w", []string{"10.96.0.21"}, route("", catchAll, to("b"))))), cA, cB),
-		services: []string{"10.96.0.21:9080 -> b:1"},
+		services: []string{"10.96.0.20:9080 -> passthrough", "10.96.0.21:9080 -> b:1"},
 		notes: []string{
 			`virtual_host "v" route "api": matches on path prefix "/api"`,
-			`listener "h" virtual_host "v": no catch-all route (match prefix "/" without other matchers)`,
+			`listener "h" virtual_host "v": no catch-all route (match prefix "/" without other matchers), which compat mode needs to pick clusters per connection; virtual host gets no service; connections to 10.96.0.20:9080 keep their original destination (needs enhanced mode)`,
 		},
 		nNotes: 2,
 	}, {
 		name: "catch-all redirect: note, no service",
 		cfg: boot(ls(hcmL("h", "0.0.0.0", 9080,
 			vhost("v", []string{"10.96.0.20"}, M{"name": "r", "match": catchAll, "redirect": M{"https_redirect": true}}))), cA),
-		notes:  []string{`route "r": catch-all route action redirect is not a cluster route`},
-		nNotes: 1,
+		services: []string{"10.96.0.20:9080 -> passthrough"},
+		notes:    []string{`route "r": catch-all route action redirect is not a cluster route`},
+		nNotes:   1,
 	}, {
 		name: "catch-all cluster_header: note, no service",
 		cfg: boot(ls(hcmL("h", "0.0.0.0", 9080,
 			vhost("v", []string{"10.96.0.20"}, route("r", catchAll, M{"cluster_header": "x-cluster"})))), cA),
-		notes:  []string{`route "r": catch-all route picks its cluster per request`},
-		nNotes: 1,
+		services: []string{"10.96.0.20:9080 -> passthrough"},
+		notes:    []string{`route "r": catch-all route picks its cluster per request`},
+		nNotes:   1,
 	}, {
 		name: "domains of another port or family, and host-name-only virtual hosts, are noted",
 		cfg: boot(ls(hcmL("h", "0.0.0.0", 9080,
@@ -158,6 +161,30 @@ func TestTranslateSupported(t *testing.T) {
 		}}), cA, cB),
 		services: []string{"10.96.0.10:443 -> a:1"},
 		notes:    []string{`listener "l" filter_chain "sni": filter_chain_match needs connection attributes`},
+		nNotes:   1,
+	}, {
+		name: "default_filter_chain next to a chain without a match is never used",
+		cfg: boot(ls(M{"name": "l", "address": sockAddr("10.96.0.10", 443),
+			"filter_chains": []any{M{"filters": []any{M{
+				"name": "tcp", "typed_config": M{"@type": tcpType, "stat_prefix": "s", "cluster": "a"}}}}},
+			"default_filter_chain": M{"filters": []any{M{
+				"name": "tcp", "typed_config": M{"@type": tcpType, "stat_prefix": "s", "cluster": "b"}}}},
+		}), cA, cB),
+		services: []string{"10.96.0.10:443 -> a:1"},
+		notes:    []string{`listener "l" default_filter_chain: never used: filter_chain[0] has no filter_chain_match, so it takes every connection (ignored)`},
+		nNotes:   1,
+	}, {
+		name: "weighted_clusters total_weight equal to the sum of the weights",
+		cfg: boot(ls(hcmL("h", "0.0.0.0", 9080, vhost("v", []string{"10.96.0.20"}, route("r", catchAll,
+			M{"weighted_clusters": M{"total_weight": 90, "clusters": []any{M{"name": "a", "weight": 60}, M{"name": "b", "weight": 30}}}})))), cA, cB),
+		services: []string{"10.96.0.20:9080 -> a:60,b:30"},
+	}, {
+		// deprecated: current Envoy and gRPC's xDS clients use the sum
+		name: "weighted_clusters total_weight differs from the sum of the weights",
+		cfg: boot(ls(hcmL("h", "0.0.0.0", 9080, vhost("v", []string{"10.96.0.20"}, route("r", catchAll,
+			M{"weighted_clusters": M{"total_weight": 100, "clusters": []any{M{"name": "a", "weight": 60}, M{"name": "b", "weight": 30}}}})))), cA, cB),
+		services: []string{"10.96.0.20:9080 -> a:60,b:30"},
+		notes:    []string{`listener "h" virtual_host "v" route "r": weighted_clusters total_weight 100 differs from the sum of the cluster weights, 90: the sum is used, as current Envoy does (total_weight is deprecated: remove it)`},
 		nNotes:   1,
 	}, {
 		name: "only default_filter_chain applies",
@@ -274,14 +301,29 @@ func TestTranslateRejected(t *testing.T) {
 	}, {
 		name: "duplicate service key from two listeners",
 		cfg: boot(ls(tcpL("l", "10.96.0.10", 80, to("a")),
-			hcmL("h", "0.0.0.0", 80, vhost("v", []string{"10.96.0.10"}, route("", catchAll, to("a"))))), cA),
-		want: []string{`service 10.96.0.10:80 (listener "h" virtual_host "v"): duplicate service key 10.96.0.10:80: also defined by listener "l"`},
+			M{"name": "m", "address": sockAddr("10.96.0.10", 80), "filter_chains": []any{M{
+				"filter_chain_match": M{"server_names": []any{"a.example.com"}}, "filters": []any{M{
+					"name": "tcp", "typed_config": M{"@type": tcpType, "stat_prefix": "s", "cluster": "a"}}}}}}), cA),
+		want: []string{`service 10.96.0.10:80 (listener "m"): duplicate service key 10.96.0.10:80: also defined by listener "l"; name the address in one listener or virtual host only`},
 	}, {
 		name: "duplicate service key from two virtual hosts",
 		cfg: boot(ls(hcmL("h", "0.0.0.0", 80,
 			vhost("v", []string{"10.96.0.10"}, route("", catchAll, to("a"))),
 			vhost("w", []string{"10.96.0.10:80"}, route("", catchAll, to("a"))))), cA),
 		want: []string{`(listener "h" virtual_host "w"): duplicate service key 10.96.0.10:80: also defined by listener "h" virtual_host "v"`},
+	}, {
+		name: "a virtual host that cannot serve a VIP and one that serves it",
+		cfg: boot(ls(hcmL("h", "0.0.0.0", 80,
+			vhost("v", []string{"10.96.0.10"}, route("", M{"prefix": "/v"}, to("a"))),
+			vhost("w", []string{"10.96.0.10:80"}, route("", catchAll, to("a"))))), cA),
+		want: []string{`service 10.96.0.10:80 (listener "h" virtual_host "w"): duplicate service key 10.96.0.10:80: also defined by listener "h" virtual_host "v"; name the address in one listener or virtual host only`},
+	}, {
+		name: "two filter chains without a filter_chain_match",
+		cfg: boot(ls(M{"name": "l", "address": sockAddr("10.96.0.10", 80), "filter_chains": []any{
+			M{"name": "one", "filters": []any{M{"name": "tcp", "typed_config": M{"@type": tcpType, "stat_prefix": "s", "cluster": "a"}}}},
+			M{"name": "two", "filter_chain_match": M{}, "filters": []any{M{"name": "tcp", "typed_config": M{"@type": tcpType, "stat_prefix": "s", "cluster": "b"}}}},
+		}}), cA, cB),
+		want: []string{`listener "l" filter_chain "two": has no filter_chain_match, like filter_chain "one"; Envoy rejects filter chains with the same matching rules: give one of them a filter_chain_match or remove it`},
 	}, {
 		name: "zero total weight",
 		cfg: boot(ls(hcmL("h", "0.0.0.0", 9080,
@@ -427,4 +469,261 @@ func TestServiceKeyText(t *testing.T) {
 	if err := k.UnmarshalText([]byte("nope")); err == nil {
 		t.Error("UnmarshalText(nope) succeeded")
 	}
+}
+
+// connectTo returns the service a connect() to dst uses, looked up as the
+// BPF program does: the exact key, else the wildcard of dst's family on its
+// port. ok is false when neither exists.
+func connectTo(m *config.Model, dst string) (svc config.Service, ok bool) {
+	k := key(dst)
+	if s, ok := m.Services[k]; ok {
+		return s, true
+	}
+	wild := netip.IPv4Unspecified()
+	if k.Addr.Is6() {
+		wild = netip.IPv6Unspecified()
+	}
+	s, ok := m.Services[config.ServiceKey{Addr: wild, Port: k.Port}]
+	return s, ok
+}
+
+// sniOnly is a listener whose only filter chain matches by SNI, which
+// compat mode cannot see.
+func sniOnly(name, addr string, port int, cluster string) M {
+	return M{"name": name, "address": sockAddr(addr, port), "filter_chains": []any{M{
+		"name": "sni", "filter_chain_match": M{"server_names": []any{"a.example.com"}}, "filters": []any{M{
+			"name": "tcp", "typed_config": M{"@type": tcpType, "stat_prefix": name, "cluster": cluster}}}}}}
+}
+
+// A VIP:port that the input claims but compat mode cannot serve gets a
+// passthrough service, so that its connections keep their original
+// destination instead of falling through to the wildcard service of the
+// port; the wildcard still serves every other VIP.
+func TestTranslatePassthrough(t *testing.T) {
+	tests := []struct {
+		name     string
+		cfg      M
+		services []string
+		notes    []string          // exactly
+		connect  map[string]string // destination -> its clusterSummary, "" for no service
+	}{{
+		name:     "SNI-only VIP listener next to a 0.0.0.0 tcp_proxy on the same port",
+		cfg:      boot(ls(sniOnly("sni", "10.96.0.10", 443, "a"), tcpL("any", "0.0.0.0", 443, to("b"))), cA, cB),
+		services: []string{"0.0.0.0:443 -> b:1", "10.96.0.10:443 -> passthrough"},
+		notes: []string{
+			`listener "sni": no filter chain applies to every connection; listener not applied; connections to 10.96.0.10:443 keep their original destination (ignored)`,
+			`listener "sni" filter_chain "sni": filter_chain_match needs connection attributes (SNI, ALPN, transport, source); chain not applied (needs enhanced mode)`,
+		},
+		connect: map[string]string{"10.96.0.10:443": "passthrough", "10.96.0.11:443": "b:1", "10.96.0.10:80": ""},
+	}, {
+		name: "virtual host with only an /api route next to a \"*\" virtual host",
+		cfg: boot(ls(hcmL("h", "0.0.0.0", 9080,
+			vhost("api", []string{"10.96.0.20"}, route("api", M{"prefix": "/api"}, to("a"))),
+			vhost("any", []string{"*"}, route("", catchAll, to("b"))))), cA, cB),
+		services: []string{"0.0.0.0:9080 -> b:1", "10.96.0.20:9080 -> passthrough"},
+		notes: []string{
+			`listener "h" virtual_host "api": no catch-all route (match prefix "/" without other matchers), which compat mode needs to pick clusters per connection; virtual host gets no service; connections to 10.96.0.20:9080 keep their original destination (needs enhanced mode)`,
+			`listener "h" virtual_host "api" route "api": matches on path prefix "/api"; compat mode cannot see the request, so these requests go to the catch-all route's clusters (needs enhanced mode)`,
+		},
+		connect: map[string]string{"10.96.0.20:9080": "passthrough", "10.96.0.21:9080": "b:1"},
+	}, {
+		name: "virtual host whose routes need headers: every IP-literal domain is passthrough",
+		cfg: boot(ls(hcmL("h", "0.0.0.0", 9080,
+			vhost("hdr", []string{"10.96.0.21", "10.96.0.20:9080", "hdr.example.com"},
+				route("canary", M{"prefix": "/", "headers": []any{M{"name": "x-canary", "present_match": true}}}, to("a"))),
+			vhost("any", []string{"*"}, route("", catchAll, to("b"))))), cA, cB),
+		services: []string{"0.0.0.0:9080 -> b:1", "10.96.0.20:9080 -> passthrough", "10.96.0.21:9080 -> passthrough"},
+		notes: []string{
+			`listener "h" virtual_host "hdr": no catch-all route (match prefix "/" without other matchers), which compat mode needs to pick clusters per connection; virtual host gets no service; connections to 10.96.0.20:9080, 10.96.0.21:9080 keep their original destination (needs enhanced mode)`,
+			`listener "h" virtual_host "hdr" route "canary": matches on headers; compat mode cannot see the request, so these requests go to the catch-all route's clusters (needs enhanced mode)`,
+		},
+		connect: map[string]string{"10.96.0.21:9080": "passthrough", "10.96.0.22:9080": "b:1"},
+	}, {
+		name: "listener with a specific and a wildcard address: only the specific one is passthrough",
+		cfg: boot(ls(with(sniOnly("sni", "10.96.0.10", 443, "a"), "additional_addresses", []any{
+			M{"address": sockAddr("0.0.0.0", 443)}, M{"address": sockAddr("fd00::10", 443)}})), cA),
+		services: []string{"10.96.0.10:443 -> passthrough", "[fd00::10]:443 -> passthrough"},
+		notes: []string{
+			`listener "sni": no filter chain applies to every connection; listener not applied; connections to 10.96.0.10:443, [fd00::10]:443 keep their original destination (ignored)`,
+			`listener "sni" filter_chain "sni": filter_chain_match needs connection attributes (SNI, ALPN, transport, source); chain not applied (needs enhanced mode)`,
+		},
+	}, {
+		name: "a wildcard listener that is not applied gets no entry",
+		cfg:  boot(ls(sniOnly("sni", "0.0.0.0", 443, "a")), cA),
+		notes: []string{
+			`listener "sni": no filter chain applies to every connection; listener not applied (ignored)`,
+			`listener "sni" filter_chain "sni": filter_chain_match needs connection attributes (SNI, ALPN, transport, source); chain not applied (needs enhanced mode)`,
+		},
+	}, {
+		name: "VIP listener with rds",
+		cfg: boot(ls(M{"name": "h", "address": sockAddr("10.96.0.30", 80), "filter_chains": []any{M{"filters": []any{M{
+			"name": "hcm", "typed_config": M{"@type": hcmType, "stat_prefix": "h",
+				"rds": M{"route_config_name": "r", "config_source": M{"ads": M{}}}}}}}}}), cA),
+		services: []string{"10.96.0.30:80 -> passthrough"},
+		notes: []string{
+			`listener "h" filter_chain[0] filter "hcm": rds (route discovery) is not supported by the local-file translator; inline the routes as route_config; listener not applied; connections to 10.96.0.30:80 keep their original destination (not supported)`,
+		},
+	}, {
+		name: "VIP http listener: the virtual host naming the VIP has no catch-all",
+		cfg: boot(ls(hcmL("h", "10.96.0.40", 80,
+			vhost("exact", []string{"10.96.0.40"}, route("api", M{"prefix": "/api"}, to("a"))))), cA),
+		services: []string{"10.96.0.40:80 -> passthrough"},
+		notes: []string{
+			`listener "h" virtual_host "exact": no catch-all route (match prefix "/" without other matchers), which compat mode needs to pick clusters per connection; virtual host gets no service; connections to 10.96.0.40:80 keep their original destination (needs enhanced mode)`,
+			`listener "h" virtual_host "exact" route "api": matches on path prefix "/api"; compat mode cannot see the request, so these requests go to the catch-all route's clusters (needs enhanced mode)`,
+		},
+	}, {
+		name: "VIP http listener: no virtual host names the VIP or \"*\"; a domain with another port is noted",
+		cfg: boot(ls(hcmL("h", "10.96.0.40", 80,
+			vhost("names", []string{"shop.example.com", "10.96.0.40:8080"}, route("", catchAll, to("a"))))), cA),
+		services: []string{"10.96.0.40:80 -> passthrough"},
+		notes: []string{
+			`listener "h": no virtual host names 10.96.0.40 or "*", so none applies to every connection to 10.96.0.40:80; connections to 10.96.0.40:80 keep their original destination (needs enhanced mode)`,
+			`listener "h" virtual_host "names": domain "10.96.0.40:8080": port differs from the listener port 80, so no connection to this listener has that Host (ignored)`,
+			`listener "h" virtual_host "names": selected by Host header only; no virtual host names 10.96.0.40 or "*" (needs enhanced mode)`,
+		},
+	}, {
+		name: "VIP http listener: a domain with another port does not select the virtual host",
+		cfg: boot(ls(hcmL("h", "10.96.0.40", 80,
+			vhost("other-port", []string{"10.96.0.40:8080"}, route("", catchAll, to("b"))),
+			vhost("star", []string{"*"}, route("", catchAll, to("a"))))), cA, cB),
+		services: []string{"10.96.0.40:80 -> a:1"},
+		notes: []string{
+			`listener "h" virtual_host "other-port": domain "10.96.0.40:8080": port differs from the listener port 80, so no connection to this listener has that Host (ignored)`,
+			`listener "h" virtual_host "other-port": selected by Host header only; compat mode sends every connection to 10.96.0.40:80 to virtual host "star" (needs enhanced mode)`,
+		},
+	}, {
+		name: "two virtual hosts that cannot serve the same VIP agree",
+		cfg: boot(ls(hcmL("h", "0.0.0.0", 80,
+			vhost("v", []string{"10.96.0.10"}, route("", M{"prefix": "/v"}, to("a"))),
+			vhost("w", []string{"10.96.0.10:80"}, route("", M{"prefix": "/w"}, to("a"))))), cA),
+		services: []string{"10.96.0.10:80 -> passthrough"},
+		notes: []string{
+			`listener "h" virtual_host "v": no catch-all route (match prefix "/" without other matchers), which compat mode needs to pick clusters per connection; virtual host gets no service; connections to 10.96.0.10:80 keep their original destination (needs enhanced mode)`,
+			`listener "h" virtual_host "v" route[0]: matches on path prefix "/v"; compat mode cannot see the request, so these requests go to the catch-all route's clusters (needs enhanced mode)`,
+			`listener "h" virtual_host "w": no catch-all route (match prefix "/" without other matchers), which compat mode needs to pick clusters per connection; virtual host gets no service (needs enhanced mode)`,
+			`listener "h" virtual_host "w" route[0]: matches on path prefix "/w"; compat mode cannot see the request, so these requests go to the catch-all route's clusters (needs enhanced mode)`,
+		},
+	}}
+	for _, tc := range tests {
+		for _, f := range formats {
+			t.Run(tc.name+"/"+f.String(), func(t *testing.T) {
+				m, err := config.ParseBootstrap(encode(t, tc.cfg, f), f)
+				if err != nil {
+					t.Fatalf("ParseBootstrap: %v", err)
+				}
+				if got := serviceSummary(m); !slices.Equal(got, tc.services) {
+					t.Errorf("services:\n got  %q\n want %q", got, tc.services)
+				}
+				if got := noteStrings(m); !slices.Equal(got, tc.notes) {
+					t.Errorf("notes:\n got  %s\n want %s", strings.Join(got, "\n      "), strings.Join(tc.notes, "\n      "))
+				}
+				for dst, want := range tc.connect {
+					got := ""
+					if s, ok := connectTo(m, dst); ok {
+						got = clusterSummary(s)
+					}
+					if got != want {
+						t.Errorf("connect to %s: %q, want %q", dst, got, want)
+					}
+				}
+				for k, s := range m.Services {
+					if s.Passthrough() && (k.Wildcard() || s.Clusters != nil) {
+						t.Errorf("service %s: passthrough %+v", k, s)
+					}
+				}
+			})
+		}
+	}
+}
+
+// A listener on a VIP:port takes its connections before a wildcard
+// listener on the port, whatever a virtual host of the wildcard listener
+// says: the listener's service (served or passthrough) wins, the virtual
+// host gets a note, and the order of the listeners does not matter.
+func TestTranslateSpecificListenerWins(t *testing.T) {
+	wild := hcmL("h", "0.0.0.0", 80, vhost("v", []string{"10.96.0.10", "10.96.0.11"}, route("", catchAll, to("b"))))
+	lost := `listener "h" virtual_host "v": domain "10.96.0.10": listener "l" listens on 10.96.0.10:80 and takes its connections before this wildcard listener, so this virtual host gets none of them (ignored)`
+	tests := []struct {
+		name     string
+		specific M
+		wild     M
+		services []string
+		notes    []string
+	}{{
+		name:     "served tcp_proxy listener over a served virtual host",
+		specific: tcpL("l", "10.96.0.10", 80, to("a")),
+		wild:     wild,
+		services: []string{"10.96.0.10:80 -> a:1", "10.96.0.11:80 -> b:1"},
+		notes:    []string{lost},
+	}, {
+		name:     "passthrough listener over a served virtual host",
+		specific: sniOnly("l", "10.96.0.10", 80, "a"),
+		wild:     wild,
+		services: []string{"10.96.0.10:80 -> passthrough", "10.96.0.11:80 -> b:1"},
+		notes: []string{
+			`listener "h" virtual_host "v": domain "10.96.0.10": listener "l" listens on 10.96.0.10:80 and takes its connections before this wildcard listener, so this virtual host gets none of them (ignored)`,
+			`listener "l": no filter chain applies to every connection; listener not applied; connections to 10.96.0.10:80 keep their original destination (ignored)`,
+			`listener "l" filter_chain "sni": filter_chain_match needs connection attributes (SNI, ALPN, transport, source); chain not applied (needs enhanced mode)`,
+		},
+	}, {
+		name:     "served listener over a passthrough virtual host",
+		specific: tcpL("l", "10.96.0.10", 80, to("a")),
+		wild:     hcmL("h", "0.0.0.0", 80, vhost("v", []string{"10.96.0.10", "10.96.0.11"}, route("p", M{"prefix": "/p"}, to("b")))),
+		services: []string{"10.96.0.10:80 -> a:1", "10.96.0.11:80 -> passthrough"},
+		notes: []string{
+			lost,
+			`listener "h" virtual_host "v": no catch-all route (match prefix "/" without other matchers), which compat mode needs to pick clusters per connection; virtual host gets no service; connections to 10.96.0.11:80 keep their original destination (needs enhanced mode)`,
+			`listener "h" virtual_host "v" route "p": matches on path prefix "/p"; compat mode cannot see the request, so these requests go to the catch-all route's clusters (needs enhanced mode)`,
+		},
+	}, {
+		name:     "VIP http listener over a served virtual host",
+		specific: hcmL("l", "10.96.0.10", 80, vhost("star", []string{"*"}, route("", catchAll, to("a")))),
+		wild:     wild,
+		services: []string{"10.96.0.10:80 -> a:1", "10.96.0.11:80 -> b:1"},
+		notes:    []string{lost},
+	}}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var versions []string
+			for _, order := range [][]M{{tc.specific, tc.wild}, {tc.wild, tc.specific}} {
+				m := mustParse(t, boot(order, cA, cB))
+				if got := serviceSummary(m); !slices.Equal(got, tc.services) {
+					t.Errorf("services:\n got  %q\n want %q", got, tc.services)
+				}
+				if got := noteStrings(m); !slices.Equal(got, tc.notes) {
+					t.Errorf("notes:\n got  %s\n want %s", strings.Join(got, "\n      "), strings.Join(tc.notes, "\n      "))
+				}
+				if s := m.Services[key("10.96.0.10:80")]; s.Listener != "l" {
+					t.Errorf("10.96.0.10:80 from listener %q, want l", s.Listener)
+				}
+				versions = append(versions, m.Version)
+			}
+			if versions[0] != versions[1] {
+				t.Errorf("listener order changes the version: %v", versions)
+			}
+		})
+	}
+}
+
+// A virtual host serving two keys of a listener is checked once per key;
+// its notes are reported once.
+func TestTranslateIssuesReportedOnce(t *testing.T) {
+	l := with(hcmL("h", "10.96.0.40", 80, vhost("star", []string{"*"}, route("r", catchAll,
+		M{"weighted_clusters": M{"total_weight": 5, "clusters": []any{M{"name": "a", "weight": 1}}}}))),
+		"additional_addresses", []any{M{"address": sockAddr("10.96.0.41", 80)}})
+	m, err := config.ParseBootstrap(encode(t, boot(ls(l), cA), config.FormatJSON), config.FormatJSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, note := range m.Unsupported {
+		if strings.Contains(note.String(), "total_weight 5 differs") {
+			n++
+		}
+	}
+	if n != 1 || len(m.Services) != 2 {
+		t.Errorf("total_weight note %d times (want 1), %d services (want 2): %v", n, len(m.Services), m.Unsupported)
+	}
+
 }

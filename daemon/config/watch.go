@@ -29,6 +29,15 @@ type WatchOptions struct {
 	// applied (read at start; AppliedSum computes it): identical content is
 	// not parsed again on the first pass, and the caller need not keep it.
 	Applied *[sha256.Size]byte
+	// Rejected is the SHA-256 of file content the caller found invalid and
+	// reported already (at start): it is not reported again until the file
+	// changes.
+	Rejected *[sha256.Size]byte
+	// Restored, when set, is called (from Watch's goroutine) when the file
+	// is back at the content applied last after a failure was reported, so
+	// that the caller can stop showing that failure: nothing is applied
+	// then, the applied version never stopped being in effect.
+	Restored func()
 	// Log receives one line per applied or rejected config. Default: the
 	// logrus standard logger.
 	Log logrus.FieldLogger
@@ -92,6 +101,10 @@ func Watch(ctx context.Context, path string, opts WatchOptions, onChange func(*M
 	if opts.Applied != nil {
 		w.applied, w.haveApp = *opts.Applied, true
 	}
+	if opts.Rejected != nil {
+		w.rejected, w.haveRej = *opts.Rejected, true
+	}
+	w.restored = opts.Restored
 	debounce := time.NewTimer(time.Hour)
 	debounce.Stop()
 	defer debounce.Stop()
@@ -143,10 +156,12 @@ type watcher struct {
 	notifier notifier
 	onChange func(*Model) error
 	onError  func(error)
+	restored func()
 	log      logrus.FieldLogger
 
 	applied  [sha256.Size]byte // content of the applied version
 	haveApp  bool
+	failing  bool              // a failure was reported since the applied version
 	rejected [sha256.Size]byte // content last rejected as invalid
 	haveRej  bool
 	lastErr  string // last reported non-content error, to report it once
@@ -223,7 +238,7 @@ func (w *watcher) reload() (again bool) {
 		return
 	}
 	w.applied, w.haveApp = sum, true
-	w.haveRej, w.lastErr = false, ""
+	w.haveRej, w.lastErr, w.failing = false, "", false
 	w.log.WithFields(logrus.Fields{
 		"phase":    "apply",
 		"version":  m.Version,
@@ -238,7 +253,13 @@ func (w *watcher) reload() (again bool) {
 // unchanged reports whether sum is the content applied or rejected last.
 func (w *watcher) unchanged(sum [sha256.Size]byte) bool {
 	if w.haveApp && sum == w.applied {
-		w.lastErr, w.haveRej = "", false
+		if w.failing {
+			w.log.WithField("phase", "watch").Info("config file back at the applied version; the failure reported since is over")
+			if w.restored != nil {
+				w.restored()
+			}
+		}
+		w.lastErr, w.haveRej, w.failing = "", false, false
 		return true
 	}
 	return w.haveRej && sum == w.rejected
@@ -271,7 +292,7 @@ func (w *watcher) fail(err error, what string, always bool) {
 	if !always && msg == w.lastErr {
 		return
 	}
-	w.lastErr = msg
+	w.lastErr, w.failing = msg, true
 	w.log.WithFields(logrus.Fields{"phase": what}).WithError(err).Warn("config not applied; previous config stays in effect")
 	if w.onError != nil {
 		w.onError(err)
