@@ -1,9 +1,11 @@
 package apply
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -20,8 +22,15 @@ type Result struct {
 	Version                                         string
 	ServicesAdded, ServicesChanged, ServicesRemoved int
 	ClustersAdded, ClustersChanged, ClustersRemoved int
-	Full                                            bool // the first apply: everything (re)written
-	Duration                                        time.Duration
+	// Full is set for an apply that reconciled the maps as a whole: the
+	// first one (over entries adopted from a previous daemon, if any) and
+	// the one after a failed apply.
+	Full bool
+	// ServicesAdopted and ClustersAdopted count the entries of a full apply
+	// that the maps already held as the model wants them: kept, not
+	// rewritten (a restart with an unchanged config writes nothing).
+	ServicesAdopted, ClustersAdopted int
+	Duration                         time.Duration
 }
 
 // Applier keeps the maps in step with the current model. It is not safe for
@@ -32,15 +41,30 @@ type Applier struct {
 	cur        *config.Model
 	svcIDs     map[config.ServiceKey]uint32
 	clusterIDs map[string]uint32
-	svcFree    *ids
-	clFree     *ids
+	// slots is the slot-table length of each cluster in clusterIDs;
+	// slotsUsed their sum.
+	slots     map[string]int
+	slotsUsed int
+	svcFree   *ids
+	clFree    *ids
+	// dirty is set when an apply failed after it had started writing: the
+	// maps may hold parts of two models, and the bookkeeping may not match
+	// them. The next Apply reconciles from what the maps hold.
+	dirty bool
 }
 
 // New returns an Applier over m. Nothing is written until Apply.
 func New(m *maps.Maps, log logrus.FieldLogger) *Applier {
-	return &Applier{m: m, log: log.WithField("subsys", "apply"),
-		svcIDs: map[config.ServiceKey]uint32{}, clusterIDs: map[string]uint32{},
-		svcFree: newIDs(maps.MaxServices), clFree: newIDs(maps.MaxClusterIDs)}
+	a := &Applier{m: m, log: log.WithField("subsys", "apply")}
+	a.forget()
+	return a
+}
+
+// forget drops the bookkeeping (IDs, slot counts, current model).
+func (a *Applier) forget() {
+	a.cur = nil
+	a.svcIDs, a.clusterIDs, a.slots, a.slotsUsed = map[config.ServiceKey]uint32{}, map[string]uint32{}, map[string]int{}, 0
+	a.svcFree, a.clFree = newIDs(maps.MaxServices), newIDs(maps.MaxClusterIDs)
 }
 
 // Current returns the model last applied (nil before the first Apply).
@@ -68,11 +92,11 @@ func (a *Applier) ClusterNames() map[uint32]string {
 }
 
 // Apply brings the maps to model next, writing only what differs from the
-// current model. On error the maps may hold part of next; the Applier's
-// bookkeeping stays consistent with what was written and a later Apply
-// converges.
+// current model. Capacity is checked before anything is written. When a
+// write fails part way, the maps may hold parts of both models; the next
+// Apply then reconciles them from what they hold (a full apply).
 func (a *Applier) Apply(next *config.Model) (Result, error) {
-	if a.cur == nil {
+	if a.cur == nil || a.dirty {
 		start := time.Now()
 		r, err := a.full(next)
 		r.Duration = time.Since(start)
@@ -85,7 +109,7 @@ func (a *Applier) Apply(next *config.Model) (Result, error) {
 // update names its resources), saving the whole-model comparison. d must be
 // config.Diff(current, next) or a superset of it.
 func (a *Applier) ApplyDelta(next *config.Model, d config.Delta) (Result, error) {
-	if a.cur == nil {
+	if a.cur == nil || a.dirty {
 		return a.Apply(next)
 	}
 	start := time.Now()
@@ -98,54 +122,58 @@ func (a *Applier) ApplyDelta(next *config.Model, d config.Delta) (Result, error)
 		return r, nil
 	}
 
-	// 1. clusters added or changed (changed ones keep their ID)
-	var newCl []string
-	for _, n := range d.ClustersAdded {
-		id, ok := a.clFree.take()
-		if !ok {
-			a.releaseClusters(newCl)
-			return r, fmt.Errorf("apply: cluster %s: no free cluster id (max %d): %w", n, maps.MaxClusterIDs, ErrCapacity)
-		}
-		a.clusterIDs[n] = id
-		newCl = append(newCl, n)
-	}
-	cls, err := a.clusterEntries(next, append(append([]string(nil), d.ClustersAdded...), d.ClustersChanged...))
-	if err == nil {
-		err = a.resetClusterStats(newCl)
-	}
-	if err == nil {
-		err = a.m.PutClusters(cls)
-	}
+	// Everything that can be refused is refused before the first write.
+	written := append(append([]string(nil), d.ClustersAdded...), d.ClustersChanged...)
+	tables, err := clusterTables(next, written)
 	if err != nil {
-		a.releaseClusters(newCl)
+		return r, fmt.Errorf("apply: %w", err)
+	}
+	if err := a.checkDelta(d, tables); err != nil {
+		return r, err
+	}
+
+	// From here on a failure leaves the maps between two models.
+	a.dirty = true
+	// 1. clusters added or changed (changed ones keep their ID, and are
+	// rewritten in place: slots first, then the count)
+	for _, n := range d.ClustersAdded {
+		id, _ := a.clFree.take() // checked above
+		a.clusterIDs[n] = id
+		if err := a.m.ResetClusterStats(id); err != nil {
+			return r, fmt.Errorf("apply: cluster %s: %w", n, err)
+		}
+	}
+	for i, n := range written {
+		tables[i].ID = a.clusterIDs[n]
+	}
+	if err := a.m.PutClusters(tables); err != nil {
 		return r, fmt.Errorf("apply: write clusters: %w", err)
 	}
+	for i, n := range written {
+		a.slotsUsed += len(tables[i].Slots) - a.slots[n]
+		a.slots[n] = len(tables[i].Slots)
+	}
 	// 2. services added or changed
-	var newSvc []config.ServiceKey
 	for _, k := range d.ServicesAdded {
-		id, ok := a.svcFree.take()
-		if !ok {
-			return r, fmt.Errorf("apply: service %s: no free service id (max %d): %w", k, maps.MaxServices, ErrCapacity)
-		}
+		id, _ := a.svcFree.take() // checked above
 		a.svcIDs[k] = id
-		newSvc = append(newSvc, k)
+		if err := a.m.ResetServiceStats(id); err != nil {
+			return r, fmt.Errorf("apply: service %s: %w", k, err)
+		}
 	}
 	svcs, err := a.serviceEntries(next, append(append([]config.ServiceKey(nil), d.ServicesAdded...), d.ServicesChanged...))
-	if err == nil {
-		err = a.resetServiceStats(newSvc)
-	}
 	if err == nil {
 		err = a.m.PutServices(svcs)
 	}
 	if err != nil {
-		for _, k := range newSvc {
-			a.svcFree.give(a.svcIDs[k])
-			delete(a.svcIDs, k)
-		}
 		return r, fmt.Errorf("apply: write services: %w", err)
 	}
 	// 3. removals: services, then the clusters nothing names any more
 	for _, k := range d.ServicesRemoved {
+		id, ok := a.svcIDs[k]
+		if !ok {
+			continue
+		}
 		key, err := serviceKey(k)
 		if err == nil {
 			err = a.m.DeleteService(key)
@@ -153,116 +181,344 @@ func (a *Applier) ApplyDelta(next *config.Model, d config.Delta) (Result, error)
 		if err != nil {
 			return r, fmt.Errorf("apply: remove service %s: %w", k, err)
 		}
-		a.svcFree.give(a.svcIDs[k])
+		a.svcFree.give(id)
 		delete(a.svcIDs, k)
 	}
 	for _, n := range d.ClustersRemoved {
-		if err := a.m.DeleteCluster(a.clusterIDs[n]); err != nil {
+		id, ok := a.clusterIDs[n]
+		if !ok {
+			continue
+		}
+		if err := a.m.DeleteCluster(id); err != nil {
 			return r, fmt.Errorf("apply: remove cluster %s: %w", n, err)
 		}
-		a.clFree.give(a.clusterIDs[n])
+		a.clFree.give(id)
 		delete(a.clusterIDs, n)
+		a.slotsUsed -= a.slots[n]
+		delete(a.slots, n)
 	}
-	a.cur = next
+	a.cur, a.dirty = next, false
 	r.Duration = time.Since(start)
 	a.log.WithFields(logrus.Fields{"version": next.Version, "services_added": r.ServicesAdded, "services_changed": r.ServicesChanged,
 		"services_removed": r.ServicesRemoved, "clusters_added": r.ClustersAdded, "clusters_changed": r.ClustersChanged,
-		"clusters_removed": r.ClustersRemoved, "duration_ms": float64(r.Duration.Microseconds()) / 1000}).Info("config applied")
+		"clusters_removed": r.ClustersRemoved, "duration_ms": ms(r.Duration)}).Info("config applied")
 	return r, nil
 }
 
-// full writes next over whatever the maps hold (state adopted from a
-// previous daemon) without a window where a VIP is unserved or points at a
-// half-written cluster.
+// checkDelta refuses a delta the maps have no room for: IDs for the added
+// entries, and slots for the added tables plus the growth of changed ones
+// (a table being rewritten holds its old and new slots until the end; the
+// removed clusters' slots are freed last).
+func (a *Applier) checkDelta(d config.Delta, tables []maps.Cluster) error {
+	if n, free := len(d.ClustersAdded), a.clFree.available(); n > free {
+		return fmt.Errorf("apply: %d clusters added, %d cluster ids free (of %d): %w", n, free, maps.MaxClusterIDs, ErrCapacity)
+	}
+	if n, free := len(d.ServicesAdded), a.svcFree.available(); n > free {
+		return fmt.Errorf("apply: %d services added, %d service ids free (of %d): %w", n, free, maps.MaxServices, ErrCapacity)
+	}
+	need := 0
+	for i, n := range append(append([]string(nil), d.ClustersAdded...), d.ClustersChanged...) {
+		need += max(0, len(tables[i].Slots)-a.slots[n])
+	}
+	if free := maps.MaxSlots - a.slotsUsed; need > free {
+		return fmt.Errorf("apply: the changed clusters need %d more endpoint slots, %d are free (of %d; weighted endpoints take up to %d slots a cluster): %w",
+			need, free, maps.MaxSlots, maps.MaxSlotsPerCluster, ErrCapacity)
+	}
+	return nil
+}
+
+// full reconciles the maps with next from what they hold: entries adopted
+// from a previous daemon, or left by a failed apply. It never lets a VIP go
+// unserved or point at a half-written cluster, and writes only what differs:
+//   - a cluster whose policy and slot table the maps already hold under some
+//     ID keeps that ID and is not rewritten (whatever its name was);
+//   - the other clusters are written under IDs no live entry uses;
+//   - each service keeps its ID and is switched over in one update (none
+//     when its entry is already right);
+//   - then the adopted clusters nothing names any more, and slots outside
+//     every table, are deleted.
+//
+// Adopted services and clusters the model does not need are deleted first,
+// to make room; the model is refused (ErrCapacity) only when it cannot fit
+// next to the adopted entries it replaces.
 func (a *Applier) full(next *config.Model) (Result, error) {
-	old, err := a.m.Services()
+	r := Result{Version: next.Version, Full: true}
+	a.forget()
+	a.dirty = true // until the maps hold next
+	oldSvcs, err := a.m.Services()
 	if err != nil {
-		return Result{}, fmt.Errorf("apply: read adopted services: %w", err)
+		return r, fmt.Errorf("apply: read adopted services: %w", err)
 	}
-	// IDs in use by the adopted entries stay reserved until they are deleted.
-	oldClusters := map[uint32]bool{}
-	for _, v := range old {
+	oldCls, err := a.m.Clusters()
+	if err != nil {
+		return r, fmt.Errorf("apply: read adopted clusters: %w", err)
+	}
+	oldSlots, err := a.m.Slots()
+	if err != nil {
+		return r, fmt.Errorf("apply: read adopted slots: %w", err)
+	}
+	for _, v := range oldSvcs {
 		a.svcFree.reserve(v.ServiceID)
-		for i := uint32(0); i < v.ClusterCount && i < maps.MaxClusters; i++ {
-			oldClusters[v.Clusters[i].ClusterID] = true
-			a.clFree.reserve(v.Clusters[i].ClusterID)
-		}
 	}
-	oldSvcIDs := map[uint32]bool{}
-	for _, v := range old {
-		oldSvcIDs[v.ServiceID] = true
+	for id := range oldCls {
+		a.clFree.reserve(id)
 	}
+
+	// Clusters: take over adopted ones with the same content.
 	names := next.SortedClusterNames()
-	for _, n := range names {
-		id, ok := a.clFree.take()
-		if !ok {
-			return Result{}, fmt.Errorf("apply: %d clusters (plus %d adopted) exceed %d ids: %w", len(names), len(oldClusters), maps.MaxClusterIDs, ErrCapacity)
-		}
-		a.clusterIDs[n] = id
+	tables, err := clusterTables(next, names)
+	if err != nil {
+		return r, fmt.Errorf("apply: %w", err)
 	}
+	byContent := map[string][]uint32{}
+	for id, v := range oldCls {
+		if c, ok := storedContent(id, v, oldSlots); ok {
+			byContent[c] = append(byContent[c], id)
+		}
+	}
+	for _, ids := range byContent {
+		slices.Sort(ids) // deterministic
+	}
+	wanted := map[string]int{} // clusters of next per content
+	contents := make([]string, len(names))
+	for i := range names {
+		contents[i] = content(tables[i].Policy, tables[i].Slots)
+		wanted[contents[i]]++
+	}
+	kept := map[uint32]bool{}
+	var fresh []int // indexes into names
+	for i, n := range names {
+		ids := byContent[contents[i]]
+		if len(ids) == 0 {
+			fresh = append(fresh, i)
+			continue
+		}
+		id := ids[0]
+		// counters carry over only when the content names one cluster on both sides
+		if len(ids) > 1 || wanted[contents[i]] > 1 {
+			if err := a.m.ResetClusterStats(id); err != nil {
+				return r, fmt.Errorf("apply: cluster %s: %w", n, err)
+			}
+		}
+		byContent[contents[i]] = ids[1:]
+		a.clusterIDs[n] = id
+		kept[id] = true
+		r.ClustersAdopted++
+	}
+
+	// Make room: adopted services next does not have, and adopted clusters
+	// neither kept nor named by a remaining adopted service.
 	keys := next.SortedServiceKeys()
+	wantKey := make(map[maps.Addr]config.ServiceKey, len(keys))
 	for _, k := range keys {
+		mk, err := serviceKey(k)
+		if err != nil {
+			return r, fmt.Errorf("apply: %w", err)
+		}
+		wantKey[mk] = k
+	}
+	named := map[uint32]bool{}
+	for mk, v := range oldSvcs {
+		if _, ok := wantKey[mk]; !ok {
+			if err := a.m.DeleteService(mk); err != nil {
+				return r, fmt.Errorf("apply: remove adopted service %s: %w", mk, err)
+			}
+			a.svcFree.give(v.ServiceID)
+			delete(oldSvcs, mk)
+			r.ServicesRemoved++
+			continue
+		}
+		for i := uint32(0); i < v.ClusterCount && i < maps.MaxClusters; i++ {
+			named[v.Clusters[i].ClusterID] = true
+		}
+	}
+	if err := a.dropOrphanSlots(oldCls, oldSlots); err != nil {
+		return r, err
+	}
+	if err := a.dropClusters(oldCls, func(id uint32) bool { return !kept[id] && !named[id] }, &r); err != nil {
+		return r, err
+	}
+
+	// Capacity, before the first write of next.
+	slotsHeld := 0
+	for _, v := range oldCls {
+		slotsHeld += int(v.SlotCount)
+	}
+	need := 0
+	for _, i := range fresh {
+		need += len(tables[i].Slots)
+	}
+	if n, free := len(fresh), a.clFree.available(); n > free {
+		return r, fmt.Errorf("apply: %d clusters to write next to %d still in use, %d cluster ids free (of %d); %s: %w",
+			n, len(oldCls), free, maps.MaxClusterIDs, capacityFix, ErrCapacity)
+	}
+	if free := maps.MaxSlots - slotsHeld; need > free {
+		return r, fmt.Errorf("apply: the clusters to write need %d endpoint slots, %d are free next to those still in use (of %d); %s: %w",
+			need, free, maps.MaxSlots, capacityFix, ErrCapacity)
+	}
+	newSvcs := 0
+	for mk := range wantKey {
+		if _, ok := oldSvcs[mk]; !ok {
+			newSvcs++
+		}
+	}
+	if free := a.svcFree.available(); newSvcs > free {
+		return r, fmt.Errorf("apply: %d services to add, %d service ids free (of %d): %w", newSvcs, free, maps.MaxServices, ErrCapacity)
+	}
+
+	// Write the clusters not taken over.
+	var write []maps.Cluster
+	for _, i := range fresh {
+		id, _ := a.clFree.take()
+		if err := a.m.ResetClusterStats(id); err != nil {
+			return r, fmt.Errorf("apply: cluster %s: %w", names[i], err)
+		}
+		a.clusterIDs[names[i]] = id
+		tables[i].ID = id
+		write = append(write, tables[i])
+	}
+	if err := a.m.PutClusters(write); err != nil {
+		return r, fmt.Errorf("apply: write clusters: %w", err)
+	}
+	r.ClustersAdded = len(write)
+	for i, n := range names {
+		a.slots[n] = len(tables[i].Slots)
+		a.slotsUsed += len(tables[i].Slots)
+	}
+
+	// Services: keep the adopted ID of a key; write what differs.
+	claimed := make(map[uint32]bool, len(oldSvcs))
+	for _, k := range keys {
+		mk, _ := serviceKey(k)
+		if v, ok := oldSvcs[mk]; ok && !claimed[v.ServiceID] {
+			a.svcIDs[k] = v.ServiceID
+			claimed[v.ServiceID] = true
+			continue
+		}
 		id, ok := a.svcFree.take()
-		if !ok {
-			return Result{}, fmt.Errorf("apply: %d services (plus %d adopted) exceed %d ids: %w", len(keys), len(old), maps.MaxServices, ErrCapacity)
+		if !ok { // two adopted keys shared an ID: only possible in a damaged map
+			return r, fmt.Errorf("apply: service %s: no free service id (max %d): %w", k, maps.MaxServices, ErrCapacity)
+		}
+		if err := a.m.ResetServiceStats(id); err != nil {
+			return r, fmt.Errorf("apply: service %s: %w", k, err)
 		}
 		a.svcIDs[k] = id
 	}
-	cls, err := a.clusterEntries(next, names)
-	if err == nil {
-		err = a.resetClusterStats(names)
-	}
-	if err == nil {
-		err = a.m.PutClusters(cls)
-	}
+	entries, err := a.serviceEntries(next, keys)
 	if err != nil {
-		return Result{}, fmt.Errorf("apply: write clusters: %w", err)
+		return r, fmt.Errorf("apply: write services: %w", err)
 	}
-	svcs, err := a.serviceEntries(next, keys)
-	if err == nil {
-		err = a.resetServiceStats(keys)
-	}
-	if err == nil {
-		err = a.m.PutServices(svcs)
-	}
-	if err != nil {
-		return Result{}, fmt.Errorf("apply: write services: %w", err)
-	}
-	// Adopted entries the new model does not have: services, then clusters.
-	want := map[maps.Addr]bool{}
-	for _, e := range svcs {
-		want[e.Key] = true
-	}
-	removedSvc := 0
-	for k := range old {
-		if !want[k] {
-			if err := a.m.DeleteService(k); err != nil {
-				return Result{}, fmt.Errorf("apply: remove adopted service %s: %w", k, err)
-			}
-			removedSvc++
+	var changed []maps.ServiceEntry
+	for _, e := range entries {
+		v, err := e.Service.Value()
+		if err != nil {
+			return r, fmt.Errorf("apply: write services: %w", err)
 		}
-	}
-	// new IDs never collide with reserved old ones: release all old IDs
-	for id := range oldSvcIDs {
-		a.svcFree.give(id)
-	}
-	removedCl := 0
-	for id := range oldClusters {
-		if err := a.m.DeleteCluster(id); err != nil {
-			return Result{}, fmt.Errorf("apply: remove adopted cluster %d: %w", id, err)
+		if old, ok := oldSvcs[e.Key]; ok && old == v {
+			r.ServicesAdopted++
+			continue
 		}
-		a.clFree.give(id)
-		removedCl++
+		if _, ok := oldSvcs[e.Key]; ok {
+			r.ServicesChanged++
+		} else {
+			r.ServicesAdded++
+		}
+		changed = append(changed, e)
 	}
-	a.cur = next
-	r := Result{Version: next.Version, Full: true, ServicesAdded: len(keys), ClustersAdded: len(names),
-		ServicesRemoved: removedSvc, ClustersRemoved: removedCl}
+	if err := a.m.PutServices(changed); err != nil {
+		return r, fmt.Errorf("apply: write services: %w", err)
+	}
+
+	// The adopted clusters nothing names now.
+	if err := a.dropClusters(oldCls, func(id uint32) bool { return !kept[id] }, &r); err != nil {
+		return r, err
+	}
+	a.cur, a.dirty = next, false
 	a.log.WithFields(logrus.Fields{"version": next.Version, "services": len(keys), "clusters": len(names),
-		"adopted_services_replaced": len(old), "adopted_clusters_removed": removedCl}).Info("config applied (full)")
+		"services_written": len(changed), "services_kept": r.ServicesAdopted, "services_removed": r.ServicesRemoved,
+		"clusters_written": r.ClustersAdded, "clusters_kept": r.ClustersAdopted, "clusters_removed": r.ClustersRemoved}).
+		Info("config applied (full)")
 	return r, nil
 }
 
-func (a *Applier) clusterEntries(m *config.Model, names []string) ([]maps.Cluster, error) {
+// capacityFix is the way out of a full apply that does not fit next to the
+// entries it replaces.
+const capacityFix = "the maps must hold the old and the new entries at once while they are replaced without a gap; " +
+	"start with the configuration the node ran before, then change it while the daemon runs (changes apply in place), " +
+	"or run kmesh-daemon uninstall first (connections are not redirected until the daemon is ready again)"
+
+// dropClusters deletes the clusters of old that drop says to, and forgets
+// them in old.
+func (a *Applier) dropClusters(old map[uint32]maps.ClusterValue, drop func(uint32) bool, r *Result) error {
+	ids := make([]uint32, 0, len(old))
+	for id := range old {
+		if drop(id) {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		if err := a.m.DeleteCluster(id); err != nil {
+			return fmt.Errorf("apply: remove adopted cluster %d: %w", id, err)
+		}
+		a.clFree.give(id)
+		delete(old, id)
+		r.ClustersRemoved++
+	}
+	return nil
+}
+
+// dropOrphanSlots deletes the slots outside every table of old (left by an
+// apply that failed between writing slots and publishing their count).
+func (a *Applier) dropOrphanSlots(old map[uint32]maps.ClusterValue, slots map[maps.SlotKey]maps.Addr) error {
+	var orphans []maps.SlotKey
+	for k := range slots {
+		if v, ok := old[k.ClusterID]; !ok || k.Slot >= v.SlotCount {
+			orphans = append(orphans, k)
+		}
+	}
+	if len(orphans) == 0 {
+		return nil
+	}
+	if err := a.m.DeleteSlots(orphans); err != nil {
+		return fmt.Errorf("apply: remove slots outside every cluster: %w", err)
+	}
+	a.log.WithField("slots", len(orphans)).Warn("removed endpoint slots outside every cluster (left by an apply that failed part way)")
+	return nil
+}
+
+// storedContent returns the content key of the stored cluster id, or false
+// when its table is not whole.
+func storedContent(id uint32, v maps.ClusterValue, slots map[maps.SlotKey]maps.Addr) (string, bool) {
+	if v.SlotCount > maps.MaxSlotsPerCluster {
+		return "", false
+	}
+	table := make([]maps.Addr, v.SlotCount)
+	for i := range table {
+		s, ok := slots[maps.SlotKey{ClusterID: id, Slot: uint32(i)}]
+		if !ok {
+			return "", false
+		}
+		table[i] = s
+	}
+	return content(maps.Policy(v.Policy), table), true
+}
+
+// content is a cluster's identity in the maps: its policy and slot table.
+func content(p maps.Policy, slots []maps.Addr) string {
+	b := make([]byte, 0, 4+len(slots)*20) // 20: the size of an Addr
+	b = binary.LittleEndian.AppendUint32(b, uint32(p))
+	for _, s := range slots {
+		b = append(b, s.Family, s.Pad, s.Port[0], s.Port[1])
+		b = append(b, s.IP[:]...)
+	}
+	return string(b)
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// clusterTables returns the map form of the named clusters of m (IDs unset).
+func clusterTables(m *config.Model, names []string) ([]maps.Cluster, error) {
 	out := make([]maps.Cluster, 0, len(names))
 	for _, n := range names {
 		c := m.Clusters[n]
@@ -281,7 +537,7 @@ func (a *Applier) clusterEntries(m *config.Model, names []string) ([]maps.Cluste
 		if c.Policy == config.Random {
 			pol = maps.PolicyRandom
 		}
-		out = append(out, maps.Cluster{ID: a.clusterIDs[n], Policy: pol, Slots: slots})
+		out = append(out, maps.Cluster{Policy: pol, Slots: slots})
 	}
 	return out, nil
 }
@@ -307,31 +563,6 @@ func (a *Applier) serviceEntries(m *config.Model, keys []config.ServiceKey) ([]m
 	return out, nil
 }
 
-func (a *Applier) resetClusterStats(names []string) error {
-	for _, n := range names {
-		if err := a.m.ResetClusterStats(a.clusterIDs[n]); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (a *Applier) resetServiceStats(keys []config.ServiceKey) error {
-	for _, k := range keys {
-		if err := a.m.ResetServiceStats(a.svcIDs[k]); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (a *Applier) releaseClusters(names []string) {
-	for _, n := range names {
-		a.clFree.give(a.clusterIDs[n])
-		delete(a.clusterIDs, n)
-	}
-}
-
 // serviceKey converts a model key to the services-map key; an unspecified
 // address is the wildcard of its family.
 func serviceKey(k config.ServiceKey) (maps.Addr, error) {
@@ -349,41 +580,57 @@ func serviceKey(k config.ServiceKey) (maps.Addr, error) {
 	return a, nil
 }
 
-// ids hands out IDs below max: released ones first, then never-used ones.
+// ids hands out IDs below max: never-used ones first, then released ones,
+// the longest-released first, so that an ID comes back as late as possible
+// (sockets keep the IDs they were redirected by in km_orig_dst, and a
+// scrape may pair an ID's counters with its previous name).
 type ids struct {
-	used map[uint32]bool
-	next uint32
-	max  uint32
-	free []uint32
+	used     map[uint32]bool
+	released map[uint32]bool // the IDs in free
+	free     []uint32        // released, oldest first
+	next     uint32          // IDs below next were used or released once
+	max      uint32
 }
 
-func newIDs(max int) *ids { return &ids{used: map[uint32]bool{}, max: uint32(max)} }
+func newIDs(max int) *ids {
+	return &ids{used: map[uint32]bool{}, released: map[uint32]bool{}, max: uint32(max)}
+}
 
 func (s *ids) take() (uint32, bool) {
-	for len(s.free) > 0 {
-		id := s.free[len(s.free)-1]
-		s.free = s.free[:len(s.free)-1]
-		if !s.used[id] {
-			s.used[id] = true
-			return id, true
-		}
-	}
 	for ; s.next < s.max; s.next++ {
-		if !s.used[s.next] {
+		if !s.used[s.next] && !s.released[s.next] {
 			s.used[s.next] = true
 			s.next++
 			return s.next - 1, true
 		}
 	}
+	for len(s.free) > 0 {
+		id := s.free[0]
+		s.free = s.free[1:]
+		if s.released[id] {
+			delete(s.released, id)
+			s.used[id] = true
+			return id, true
+		}
+	}
 	return 0, false
 }
 
+// available returns how many IDs take can still hand out.
+func (s *ids) available() int { return int(s.max) - len(s.used) }
+
 // reserve marks an ID in use by an entry the Applier did not write.
-func (s *ids) reserve(id uint32) { s.used[id] = true }
+func (s *ids) reserve(id uint32) {
+	if id < s.max {
+		s.used[id] = true
+		delete(s.released, id) // its stale place in free is skipped
+	}
+}
 
 func (s *ids) give(id uint32) {
 	if s.used[id] {
 		delete(s.used, id)
+		s.released[id] = true
 		s.free = append(s.free, id)
 	}
 }

@@ -1,11 +1,14 @@
 package apply
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -31,6 +34,14 @@ func quiet() logrus.FieldLogger {
 // newMaps loads connect.o (real clang, real verifier) and wraps its maps.
 func newMaps(tb testing.TB) *maps.Maps {
 	tb.Helper()
+	m, _ := newMapsColl(tb)
+	return m
+}
+
+// newMapsColl is newMaps that also returns the collection, for tests that
+// write the maps behind the Applier's back.
+func newMapsColl(tb testing.TB) (*maps.Maps, *ebpf.Collection) {
+	tb.Helper()
 	testnet.RequireRoot(tb)
 	spec, err := ebpf.LoadCollectionSpec(filepath.Join(testnet.Objects(tb, testnet.DefaultFeatures()), maps.ObjectConnect))
 	if err != nil {
@@ -45,7 +56,7 @@ func newMaps(tb testing.TB) *maps.Maps {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return m
+	return m, coll
 }
 
 // model builds n services 10.96.x.y:80 -> cluster c<i> with eps endpoints.
@@ -66,7 +77,9 @@ func model(n, eps int) *config.Model {
 	return m
 }
 
-// check verifies the maps hold exactly model m as a knows it.
+// check verifies that the maps hold exactly model m as a knows it: every
+// service with the clusters, weights, policies and slot tables of m, and
+// no other service, cluster or slot.
 func check(t *testing.T, a *Applier, mp *maps.Maps, m *config.Model) {
 	t.Helper()
 	all, err := mp.Services()
@@ -76,6 +89,7 @@ func check(t *testing.T, a *Applier, mp *maps.Maps, m *config.Model) {
 	if len(all) != len(m.Services) {
 		t.Fatalf("maps hold %d services, model %d", len(all), len(m.Services))
 	}
+	live := map[uint32]bool{}
 	for k, s := range m.Services {
 		key, _ := serviceKey(k)
 		v, ok := all[key]
@@ -85,14 +99,43 @@ func check(t *testing.T, a *Applier, mp *maps.Maps, m *config.Model) {
 		}
 		for i, wc := range s.Clusters {
 			cid, _ := a.ClusterID(wc.Name)
-			if v.Clusters[i].ClusterID != cid {
-				t.Fatalf("service %s cluster %d: id %d, want %d", k, i, v.Clusters[i].ClusterID, cid)
-			}
-			_, slots, err := mp.LookupCluster(cid)
-			if err != nil || len(slots) != len(m.Clusters[wc.Name].Endpoints) {
-				t.Fatalf("cluster %s: %d slots %v", wc.Name, len(slots), err)
+			if v.Clusters[i].ClusterID != cid || v.Clusters[i].Weight != wc.Weight {
+				t.Fatalf("service %s cluster %d: %+v, want id %d weight %d", k, i, v.Clusters[i], cid, wc.Weight)
 			}
 		}
+	}
+	for n, c := range m.Clusters {
+		cid, ok := a.ClusterID(n)
+		if !ok {
+			t.Fatalf("cluster %s has no id", n)
+		}
+		live[cid] = true
+		want, err := clusterTables(m, []string{n})
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, slots, err := mp.LookupCluster(cid)
+		if err != nil || maps.Policy(v.Policy) != want[0].Policy || !slices.Equal(slots, want[0].Slots) {
+			t.Fatalf("cluster %s (id %d, %d endpoints): policy %d, %d slots %v; want policy %d, %d slots",
+				n, cid, len(c.Endpoints), v.Policy, len(slots), err, want[0].Policy, len(want[0].Slots))
+		}
+	}
+	cls, err := mp.Clusters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	slotsWant := 0
+	for id, v := range cls {
+		if !live[id] {
+			t.Fatalf("maps hold cluster %d that the model does not have", id)
+		}
+		slotsWant += int(v.SlotCount)
+	}
+	if slots, err := mp.Slots(); err != nil || len(slots) != slotsWant {
+		t.Fatalf("maps hold %d slots (%v), the clusters' tables %d", len(slots), err, slotsWant)
+	}
+	if a.slotsUsed != slotsWant {
+		t.Fatalf("applier counts %d slots in use, maps %d", a.slotsUsed, slotsWant)
 	}
 }
 
@@ -119,6 +162,7 @@ func TestApplyFullIncrementalAndAdoption(t *testing.T) {
 	}
 	delete(m2.Services, gone)
 	delete(m2.Clusters, "c3")
+	c3id, _ := a.ClusterID("c3")
 	newKey := config.ServiceKey{Addr: netip.MustParseAddr("10.97.0.1"), Port: 443}
 	m2.Services[newKey] = config.Service{Name: "new", Clusters: []config.WeightedCluster{{Name: "c7", Weight: 1}}}
 	m2.Version = "v2"
@@ -127,18 +171,20 @@ func TestApplyFullIncrementalAndAdoption(t *testing.T) {
 		t.Fatalf("incremental apply: %+v %v", r, err)
 	}
 	check(t, a, mp, m2)
-	if _, _, err := mp.LookupCluster(999); err == nil {
-		t.Error("unexpected cluster")
+	if _, _, err := mp.LookupCluster(c3id); err == nil {
+		t.Errorf("removed cluster c3 (id %d) still in the maps", c3id)
 	}
 
-	// a new Applier (restarted daemon) over the same maps: full replace,
-	// new IDs disjoint from the adopted ones, old clusters deleted
-	oldIDs := map[uint32]bool{}
-	for _, id := range a.clusterIDs {
-		oldIDs[id] = true
+	// a new Applier (restarted daemon) over the same maps with another
+	// model: the clusters the maps already hold (same policy and slot
+	// table) are taken over under their IDs, the others written under IDs
+	// no live entry uses; services keep their IDs; nothing else is left
+	oldIDs := map[uint32]string{}
+	for n, id := range a.clusterIDs {
+		oldIDs[id] = n
 	}
 	b := New(mp, quiet())
-	m3 := model(20, 2)
+	m3 := model(20, 2) // c7 (two endpoints) is m2's c7; the other clusters differ
 	r, err = b.Apply(m3)
 	stale := 0 // m2's services that m3 does not have
 	for k := range m2.Services {
@@ -146,19 +192,209 @@ func TestApplyFullIncrementalAndAdoption(t *testing.T) {
 			stale++
 		}
 	}
-	if err != nil || !r.Full || r.ServicesRemoved != stale || r.ClustersRemoved != len(m2.Clusters) {
+	if err != nil || !r.Full || r.ServicesRemoved != stale || r.ClustersAdopted != 1 || r.ClustersAdded != 19 || r.ClustersRemoved != len(m2.Clusters)-1 {
 		t.Fatalf("adopting apply: %+v %v (had %d services, %d clusters)", r, err, len(m2.Services), len(m2.Clusters))
 	}
 	check(t, b, mp, m3)
 	for n, id := range b.clusterIDs {
-		if oldIDs[id] {
-			t.Errorf("cluster %s reuses adopted id %d while the old entry was live", n, id)
+		if old, ok := oldIDs[id]; ok && (n != "c7" || old != "c7") {
+			t.Errorf("cluster %s reuses adopted id %d of %s, a cluster with other endpoints", n, id, old)
 		}
 	}
-	for id := range oldIDs {
-		if _, _, err := mp.LookupCluster(id); err == nil {
-			t.Errorf("adopted cluster %d not deleted", id)
+	for k := range m3.Services {
+		if old, ok := a.ServiceID(k); ok {
+			if id, _ := b.ServiceID(k); id != old {
+				t.Errorf("service %s: id %d after the restart, %d before", k, id, old)
+			}
 		}
+	}
+}
+
+// A restart with the config the maps hold writes nothing, keeps every ID
+// and counter, and works above half the maps' capacity (a replacement that
+// rewrote everything would need twice the IDs and slots).
+func TestApplyRestartSameConfig(t *testing.T) {
+	mp, coll := newMapsColl(t)
+	a := New(mp, quiet())
+	m := model(20000, 7) // > half of the service and cluster ids; 140,000 of 262,144 slots
+	if _, err := a.Apply(m); err != nil {
+		t.Fatal(err)
+	}
+	k := config.ServiceKey{Addr: netip.AddrFrom4([4]byte{10, 96, 0, 5}), Port: 80}
+	sid, _ := a.ServiceID(k)
+	cid, _ := a.ClusterID("c5")
+	bumpStats(t, coll, sid, cid)
+
+	b := New(mp, quiet())
+	r, err := b.Apply(m)
+	if err != nil || !r.Full || r.ServicesAdopted != 20000 || r.ClustersAdopted != 20000 ||
+		r.ServicesAdded+r.ServicesChanged+r.ClustersAdded+r.ServicesRemoved+r.ClustersRemoved != 0 {
+		t.Fatalf("restart apply: %+v %v", r, err)
+	}
+	check(t, b, mp, m)
+	for n, id := range a.clusterIDs {
+		if got, _ := b.ClusterID(n); got != id {
+			t.Fatalf("cluster %s: id %d after the restart, %d before", n, got, id)
+		}
+	}
+	if s, err := mp.ServiceStatsOf(sid); err != nil || s.Redirected != 3 {
+		t.Errorf("service counters after the restart: %+v %v, want 3 redirected kept", s, err)
+	}
+	if s, err := mp.ClusterStatsOf(cid); err != nil || s.Redirected != 3 {
+		t.Errorf("cluster counters after the restart: %+v %v, want 3 redirected kept", s, err)
+	}
+
+	// a restart with every endpoint changed does not fit next to the
+	// entries it replaces: refused before anything of it is written, with
+	// the way out in the message; the old config keeps serving
+	moved := model(20000, 7)
+	for n, c := range moved.Clusters {
+		c.Endpoints = slices.Clone(c.Endpoints)
+		c.Endpoints[0].Addr = netip.AddrPortFrom(c.Endpoints[0].Addr.Addr(), 9999)
+		moved.Clusters[n] = c
+	}
+	moved.Version = "moved"
+	c := New(mp, quiet())
+	if _, err := c.Apply(moved); !errors.Is(err, ErrCapacity) || !strings.Contains(err.Error(), "changes apply in place") {
+		t.Fatalf("apply that does not fit: %v, want ErrCapacity naming the fix", err)
+	}
+	check(t, b, mp, m)
+	// the way out: the old config, then the change while running
+	if r, err := c.Apply(m); err != nil || r.ClustersAdopted != 20000 {
+		t.Fatalf("restart with the old config: %+v %v", r, err)
+	}
+	if r, err := c.Apply(moved); err != nil || r.Full || r.ClustersChanged != 20000 {
+		t.Fatalf("the change applied in place: %+v %v", r, err)
+	}
+	check(t, c, mp, moved)
+}
+
+// bumpStats adds 3 redirected connects to a service's and a cluster's
+// counters (as the program would count them).
+func bumpStats(t *testing.T, coll *ebpf.Collection, sid, cid uint32) {
+	t.Helper()
+	for _, p := range []struct {
+		name string
+		id   uint32
+	}{{maps.MapSvcStats, sid}, {maps.MapClusterStats, cid}} {
+		m := testMap(t, coll, p.name)
+		n, err := ebpf.PossibleCPU()
+		if err != nil {
+			t.Fatal(err)
+		}
+		per := make([]maps.StatsValue, n)
+		per[0].Redirected = 3
+		if err := m.Update(p.id, per, ebpf.UpdateAny); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Nothing of a delta the maps have no room for is written.
+func TestApplyDeltaCapacity(t *testing.T) {
+	mp := newMaps(t)
+	a := New(mp, quiet())
+	m1 := model(100, 1000) // 100,000 slots
+	if _, err := a.Apply(m1); err != nil {
+		t.Fatal(err)
+	}
+	m2 := model(300, 1000) // 300,000 slots: more than the map holds
+	m2.Version = "too big"
+	r, err := a.Apply(m2)
+	if !errors.Is(err, ErrCapacity) || !strings.Contains(err.Error(), "endpoint slots") {
+		t.Fatalf("apply over capacity: %+v %v, want ErrCapacity about slots", r, err)
+	}
+	check(t, a, mp, m1)
+	if a.dirty {
+		t.Fatal("a refused apply marked the maps dirty")
+	}
+	m3 := model(200, 1000)
+	m3.Version = "fits"
+	if r, err := a.Apply(m3); err != nil || r.Full || r.ClustersAdded != 100 {
+		t.Fatalf("apply that fits: %+v %v", r, err)
+	}
+	check(t, a, mp, m3)
+}
+
+// After a failed write the next apply reconciles from what the maps hold:
+// entries of neither model, slots outside every table, a service pointing
+// at the wrong cluster are all put right.
+func TestApplyReconcilesAfterFailure(t *testing.T) {
+	mp, coll := newMapsColl(t)
+	a := New(mp, quiet())
+	m1 := model(30, 4)
+	if _, err := a.Apply(m1); err != nil {
+		t.Fatal(err)
+	}
+	// the debris a failed apply can leave
+	c2, _ := a.ClusterID("c2")
+	c4, _ := a.ClusterID("c4")
+	s2key, _ := serviceKey(config.ServiceKey{Addr: netip.AddrFrom4([4]byte{10, 96, 0, 2}), Port: 80})
+	s2, err := mp.LookupService(s2key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2.Clusters[0].ClusterID = c4 // s2 now sends to c4's endpoints
+	if err := testMap(t, coll, maps.MapServices).Update(s2key, s2, ebpf.UpdateAny); err != nil {
+		t.Fatal(err)
+	}
+	stray := maps.MustAddr("10.99.0.1:80")
+	if err := mp.PutService(stray, maps.Service{ID: 31000, Clusters: []maps.WeightedCluster{{ClusterID: c2, Weight: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := mp.PutCluster(30000, maps.PolicyRandom, []maps.Addr{maps.MustAddr("10.250.0.1:1")}); err != nil {
+		t.Fatal(err)
+	}
+	orphan := maps.SlotKey{ClusterID: c2, Slot: 900}
+	if err := testMap(t, coll, maps.MapSlots).Update(orphan, maps.MustAddr("10.250.0.2:1"), ebpf.UpdateAny); err != nil {
+		t.Fatal(err)
+	}
+	a.dirty = true // as a failed write leaves it
+
+	m2 := model(30, 4)
+	m2.Version = "after failure"
+	r, err := a.Apply(m2)
+	if err != nil || !r.Full || r.ServicesRemoved != 1 || r.ServicesChanged != 1 || r.ClustersRemoved != 1 {
+		t.Fatalf("reconciling apply: %+v %v", r, err)
+	}
+	check(t, a, mp, m2)
+	if a.dirty {
+		t.Fatal("still dirty after a successful apply")
+	}
+}
+
+func testMap(t *testing.T, coll *ebpf.Collection, name string) *ebpf.Map {
+	t.Helper()
+	m := coll.Maps[name]
+	if m == nil {
+		t.Fatalf("no map %s", name)
+	}
+	return m
+}
+
+func TestIDsComeBackLate(t *testing.T) {
+	s := newIDs(4)
+	var got []uint32
+	for range 3 {
+		id, _ := s.take()
+		got = append(got, id)
+	}
+	s.give(1)
+	s.give(0)
+	s.reserve(3)
+	if s.available() != 2 {
+		t.Fatalf("available %d, want 2", s.available())
+	}
+	for range 2 {
+		id, _ := s.take()
+		got = append(got, id)
+	}
+	if _, ok := s.take(); ok {
+		t.Fatal("took more ids than there are")
+	}
+	// never used first (none left after 0-2, 3 reserved), then oldest released first
+	if want := []uint32{0, 1, 2, 1, 0}; !slices.Equal(got, want) {
+		t.Fatalf("ids handed out %v, want %v", got, want)
 	}
 }
 

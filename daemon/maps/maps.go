@@ -462,19 +462,7 @@ func deleteAll[K any](m *Maps, mp *ebpf.Map, keys []K) error {
 // Services returns every services-map entry (for example ones adopted from
 // a previous daemon).
 func (m *Maps) Services() (map[Addr]ServiceValue, error) {
-	out := map[Addr]ServiceValue{}
-	var (
-		k Addr
-		v ServiceValue
-	)
-	it := m.services.Iterate()
-	for it.Next(&k, &v) {
-		out[k] = v
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("iterate services: %w", err)
-	}
-	return out, nil
+	return dumpAll[Addr, ServiceValue](m, m.services)
 }
 
 // EnrolledCookies returns the cookies of every enrolled namespace.

@@ -36,6 +36,9 @@ const (
 	MapSvcStats     = "km_svc_stats"
 	MapClusterStats = "km_clust_stats"
 	MapOrigDst      = "km_orig_dst"
+	// MapEnrollRefs is the daemon's own record of the reference (path)
+	// each namespace was enrolled by; no program uses it.
+	MapEnrollRefs = "km_enroll_refs"
 	// Maps of sockmap.o (same-node acceleration).
 	MapSocks      = "km_socks"
 	MapAccelSk    = "km_accel_sk"
@@ -100,8 +103,9 @@ type Addr struct {
 	IP     [16]byte
 }
 
-// AddrFrom converts ap. An IPv4-mapped IPv6 address stays IPv6 (that is what
-// an AF_INET6 socket connects to).
+// AddrFrom converts ap. An IPv4-mapped IPv6 address stays IPv6; as a
+// services key it never matches (connect6 looks an IPv4-mapped destination up
+// as IPv4): unmap service addresses first.
 func AddrFrom(ap netip.AddrPort) (Addr, error) {
 	ip := ap.Addr()
 	var a Addr
@@ -285,7 +289,10 @@ type StatsValue struct {
 type Service struct {
 	// ID indexes the per-service counters; it must be below MaxServices.
 	ID uint32
-	// Clusters are picked by weight; one cluster needs no weight.
+	// Clusters are picked by weight; one cluster needs no weight. No
+	// clusters is a PASSTHROUGH entry: a connect matching it is left
+	// untouched (it also shadows the per-port wildcard) and counts nothing.
+	// A matched cluster without an endpoint refuses the connect (EPERM).
 	Clusters []WeightedCluster
 }
 
