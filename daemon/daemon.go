@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"runtime/debug"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -24,7 +23,6 @@ import (
 	"kmesh.dev/kmesh/daemon/config"
 	"kmesh.dev/kmesh/daemon/loader"
 	"kmesh.dev/kmesh/daemon/maps"
-	"kmesh.dev/kmesh/daemon/netns"
 )
 
 // Daemon is a running data plane.
@@ -35,17 +33,54 @@ type Daemon struct {
 	maps    *maps.Maps
 	metrics *metrics
 
-	mu       sync.Mutex // guards everything below and serialises applies
-	applier  *apply.Applier
+	// applyMu serialises applies; the Applier is used under it only.
+	applyMu sync.Mutex
+	applier *apply.Applier
+	// enrollMu serialises enrolments and their bookkeeping (refs).
+	enrollMu sync.Mutex
+	refs     *enrollRefs
+
+	// mu guards the fields below; it is held only to read or publish them,
+	// never across an apply or a kernel call, so /ready, /status and
+	// scrapes answer at once while a large config is being applied.
+	mu       sync.Mutex
+	view     *appliedView
 	ready    bool
 	enrolled map[uint64]string // cookie -> the reference it was enrolled by
-	// loadedSum is the SHA-256 of the config file as applied at start, so
-	// the watcher does not parse it a second time (the bytes are not kept).
-	loadedSum *[sha256.Size]byte
-	lastError string
-	lastApply *apply.Result
-	applies   int
-	started   time.Time
+	// loadedSum and rejectedSum are the SHA-256 of the config file as
+	// applied, or found invalid, at start, so the watcher does not parse it
+	// a second time (the bytes are not kept) nor report it twice.
+	loadedSum, rejectedSum *[sha256.Size]byte
+	lastError              string
+	lastApply              *apply.Result
+	applies                int
+	started                time.Time
+}
+
+// appliedView is what readers (/status, /config_dump, metrics) see of the
+// applied config; immutable once published.
+type appliedView struct {
+	model        *config.Model
+	svcIDs       map[config.ServiceKey]uint32
+	clusterNames map[uint32]string
+}
+
+func newView(a *apply.Applier) *appliedView {
+	m := a.Current()
+	v := &appliedView{model: m, svcIDs: make(map[config.ServiceKey]uint32, len(m.Services)), clusterNames: a.ClusterNames()}
+	for k := range m.Services {
+		if id, ok := a.ServiceID(k); ok {
+			v.svcIDs[k] = id
+		}
+	}
+	return v
+}
+
+// current returns the published view (nil before a config was applied).
+func (d *Daemon) current() *appliedView {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.view
 }
 
 // Run starts the daemon and blocks until ctx ends or a server fails. On
@@ -68,17 +103,16 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("listen on admin address %s: %w", opts.AdminAddr, err)
 	}
+	defer adminLn.Close() // Serve closes it too; a second close is harmless
 	metricsLn, err := net.Listen("tcp", opts.MetricsAddr)
 	if err != nil {
-		adminLn.Close()
 		return fmt.Errorf("listen on metrics address %s: %w", opts.MetricsAddr, err)
 	}
+	defer metricsLn.Close()
 
 	model, cfgErr := d.loadConfig()
 	dp, err := loader.Load(opts.loaderConfig())
 	if err != nil {
-		adminLn.Close()
-		metricsLn.Close()
 		return fmt.Errorf("load data plane: %w", err)
 	}
 	defer dp.Close()
@@ -96,23 +130,41 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("switch same-node acceleration on: %w", err)
 	}
 
+	if d.refs, err = openEnrollRefs(opts.loaderConfig(), d.maps, log); err != nil {
+		return err
+	}
+	defer d.refs.close()
+	if d.enrolled, err = d.refs.all(); err != nil {
+		return err
+	}
+
 	// Fill the maps before the programs see traffic (or, when adopting, before
-	// the new programs replace the old ones).
+	// the new programs replace the old ones). A config that cannot be
+	// applied does not stop the daemon: what the maps hold (adopted from the
+	// previous daemon, or nothing) keeps serving, /ready says why it is not
+	// ready, and the watcher applies the file once it is fixed.
+	ok := false
 	if cfgErr != nil {
 		d.setError(cfgErr)
 	} else if err := d.applyModel(model); err != nil {
-		return err
+		d.mu.Lock()
+		d.loadedSum = nil // retried by the watcher
+		d.mu.Unlock()
+	} else {
+		ok = true
 	}
-	if err := dp.Attach(); err != nil {
-		return fmt.Errorf("attach programs: %w", err)
-	}
+	// Enrol before the programs are attached: a namespace named on the
+	// command line is served from its first connection.
 	for _, ref := range opts.EnrollNetns {
 		if _, err := d.Enroll(ref); err != nil {
 			return err
 		}
 	}
+	if err := dp.Attach(); err != nil {
+		return fmt.Errorf("attach programs: %w", err)
+	}
 	d.mu.Lock()
-	d.ready = cfgErr == nil
+	d.ready = ok
 	d.mu.Unlock()
 	log.WithFields(logrus.Fields{"mode": opts.Mode, "admin": adminLn.Addr().String(), "metrics": metricsLn.Addr().String(),
 		"enrolled": len(opts.EnrollNetns), "startup_ms": time.Since(d.started).Milliseconds()}).Info("data plane ready")
@@ -120,29 +172,45 @@ func Run(ctx context.Context, opts Options) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, 3)
-	admin := &http.Server{Handler: d.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
-	mets := &http.Server{Handler: d.metrics.handler(), ReadHeaderTimeout: 5 * time.Second}
+	admin, mets := httpServer(d.adminHandler()), httpServer(d.metrics.handler())
 	go func() { errc <- serve(admin, adminLn, "admin") }()
 	go func() { errc <- serve(mets, metricsLn, "metrics") }()
+	var workers sync.WaitGroup // what writes the maps: joined before they close
 	if opts.ConfigPath != "" {
-		go func() {
-			err := config.Watch(ctx, opts.ConfigPath, config.WatchOptions{Log: opts.Log, Applied: d.loadedSum}, d.applyModel, d.setError)
+		d.mu.Lock()
+		wo := config.WatchOptions{Log: opts.Log, Applied: d.loadedSum, Rejected: d.rejectedSum, Restored: d.clearError}
+		d.mu.Unlock()
+		workers.Go(func() {
+			err := config.Watch(ctx, opts.ConfigPath, wo, d.applyModel, d.setError)
 			if err != nil && !errors.Is(err, context.Canceled) {
 				errc <- fmt.Errorf("watch config: %w", err)
 			}
-		}()
+		})
 	}
+	workers.Go(func() { d.pruneEnrolledEvery(ctx, opts.enrollCheckInterval()) })
 	select {
 	case <-ctx.Done():
 		err = nil
 	case err = <-errc:
 	}
+	cancel()
+	workers.Wait()
 	shut, done := context.WithTimeout(context.Background(), 2*time.Second)
 	defer done()
-	admin.Shutdown(shut)
-	mets.Shutdown(shut)
+	for name, s := range map[string]*http.Server{"admin": admin, "metrics": mets} {
+		if serr := s.Shutdown(shut); serr != nil {
+			log.WithField("server", name).WithError(serr).Warn("server did not shut down cleanly")
+		}
+	}
 	log.WithField("reason", reasonOf(err)).Info("stopping; programs stay attached through their pinned links")
 	return err
+}
+
+// httpServer bounds what one client can hold: a slow or stuck client must
+// not pin the daemon's memory or goroutines.
+func httpServer(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second}
 }
 
 func reasonOf(err error) string {
@@ -170,6 +238,9 @@ func (d *Daemon) loadConfig() (*config.Model, error) {
 	}
 	m, content, err := config.LoadFileContent(d.opts.ConfigPath)
 	if err != nil {
+		if content != nil {
+			d.rejectedSum = config.AppliedSum(content)
+		}
 		return nil, fmt.Errorf("load config: %w", err)
 	}
 	d.loadedSum = config.AppliedSum(content)
@@ -186,32 +257,45 @@ func (d *Daemon) loadConfig() (*config.Model, error) {
 // JSON (the YAML parser builds a node tree of the whole file first).
 const largeYAML = 4 << 20
 
-// applyModel writes a new model into the maps (serialised).
+// applyModel writes a new model into the maps (applies are serialised) and
+// publishes it. A model equal to the current one writes nothing but is
+// published all the same: its notes (what is not applied) may differ.
 func (d *Daemon) applyModel(m *config.Model) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if cur := d.applier.Current(); cur != nil && cur.Version == m.Version {
-		return nil // the watcher's first read of the file applied at start
-	}
+	d.applyMu.Lock()
+	defer d.applyMu.Unlock()
 	r, err := d.applier.Apply(m)
 	if err != nil {
 		d.metrics.applies.WithLabelValues("failed").Inc()
+		d.mu.Lock()
 		d.lastError = err.Error()
-		d.log.WithError(err).Error("config apply failed")
+		d.mu.Unlock()
+		d.log.WithError(err).Error("config apply failed; what the maps held before keeps serving")
 		return fmt.Errorf("%w: %w", errApply, err)
 	}
 	d.metrics.applies.WithLabelValues("applied").Inc()
-	// Parsing a large config leaves hundreds of MiB of garbage (10k services
-	// in YAML: ~750 MiB); hand it back now rather than keep it as RSS.
-	debug.FreeOSMemory()
+	view := newView(d.applier)
+	d.mu.Lock()
+	d.view = view
 	d.applies++
 	d.lastApply = &r
 	d.lastError = ""
 	d.ready = true
+	d.mu.Unlock()
 	for _, n := range m.Unsupported {
 		d.log.WithField("note", n.String()).Warn("not applied in compat mode")
 	}
+	// Parsing a large config leaves hundreds of MiB of garbage (10k services
+	// in YAML: ~750 MiB); hand it back now rather than keep it as RSS.
+	debug.FreeOSMemory()
 	return nil
+}
+
+// clearError is WatchOptions.Restored: the file is back at the applied
+// version, so the failure reported since no longer holds.
+func (d *Daemon) clearError() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.lastError = ""
 }
 
 // errApply marks failures applyModel already counted and logged.
@@ -229,60 +313,6 @@ func (d *Daemon) setError(err error) {
 	}
 	d.lastError = err.Error()
 	d.log.WithError(err).Error("config rejected; the last good config keeps running")
-}
-
-// EnrolledNetns is one enrolled namespace.
-type EnrolledNetns struct {
-	Ref    string `json:"ref,omitempty"`
-	Cookie uint64 `json:"cookie"`
-}
-
-// Enroll puts a network namespace under kmesh's management.
-func (d *Daemon) Enroll(ref string) (EnrolledNetns, error) {
-	p, err := netns.Path(ref)
-	if err != nil {
-		return EnrolledNetns{}, fmt.Errorf("enroll: %w", err)
-	}
-	c, err := netns.Cookie(p)
-	if err != nil {
-		return EnrolledNetns{}, fmt.Errorf("enroll %s: %w", ref, err)
-	}
-	if err := d.maps.Enroll(c); err != nil {
-		return EnrolledNetns{}, fmt.Errorf("enroll %s: %w", ref, err)
-	}
-	// Same-node acceleration takes connections to these addresses from the
-	// first one; what this misses (addresses added later) it learns as
-	// sockets establish, so a failure here costs only that.
-	if addrs, err := netns.Addrs(p); err != nil {
-		d.log.WithFields(logrus.Fields{"netns": ref}).WithError(err).Warn("could not list the namespace's addresses; same-node acceleration learns them from its connections")
-	} else if err := d.maps.LearnLocalIPs(c, addrs); err != nil {
-		d.log.WithFields(logrus.Fields{"netns": ref}).WithError(err).Warn("could not record the namespace's addresses; same-node acceleration learns them from its connections")
-	}
-	d.mu.Lock()
-	d.enrolled[c] = ref
-	d.mu.Unlock()
-	d.log.WithFields(logrus.Fields{"netns": ref, "cookie": c}).Info("namespace enrolled")
-	return EnrolledNetns{Ref: ref, Cookie: c}, nil
-}
-
-// Unenroll releases a namespace: its new connections are left alone.
-func (d *Daemon) Unenroll(ref string) error {
-	p, err := netns.Path(ref)
-	if err != nil {
-		return fmt.Errorf("unenroll: %w", err)
-	}
-	c, err := netns.Cookie(p)
-	if err != nil {
-		return fmt.Errorf("unenroll %s: %w", ref, err)
-	}
-	if err := d.maps.Unenroll(c); err != nil {
-		return fmt.Errorf("unenroll %s: %w", ref, err)
-	}
-	d.mu.Lock()
-	delete(d.enrolled, c)
-	d.mu.Unlock()
-	d.log.WithFields(logrus.Fields{"netns": ref, "cookie": c}).Info("namespace unenrolled")
-	return nil
 }
 
 // Status is the /status document.
@@ -336,16 +366,25 @@ type ServiceStatus struct {
 	Name     string                   `json:"name"`
 	ID       uint32                   `json:"id"`
 	Clusters []config.WeightedCluster `json:"clusters"`
+	// Passthrough: a VIP a listener claims that compat mode cannot serve;
+	// its connections keep their original destination (not_applied says
+	// why), rather than matching the port's wildcard service.
+	Passthrough bool `json:"passthrough,omitempty"`
 }
 
 func (d *Daemon) status() Status {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	s := Status{Mode: d.opts.Mode, Ready: d.ready, Uptime: time.Since(d.started).Round(time.Second).String(),
+	// kernel reads first, without d.mu
+	accel, enrolled := d.accelStatus(), d.enrolledList()
+	s := Status{Mode: d.opts.Mode, Uptime: time.Since(d.started).Round(time.Second).String(),
 		Objects: d.dp.Objects(), Links: d.dp.Links(), AdoptedMaps: append([]string{}, d.dp.AdoptedMaps()...),
-		Applies: d.applies, LastApply: d.lastApply, LastError: d.lastError, Config: d.opts.ConfigPath,
-		Decision: readJSON(d.opts.DecisionPath), Build: readJSON(d.opts.BuildReportPath),
-		Enrolled: d.enrolledList(), Services: []ServiceStatus{}, NotApplied: []config.Note{}, SameNodeAccel: d.accelStatus()}
+		Config: d.opts.ConfigPath, Enrolled: enrolled, Services: []ServiceStatus{}, NotApplied: []config.Note{}, SameNodeAccel: accel}
+	var err error
+	if s.Decision, err = readJSON(d.opts.DecisionPath); err != nil {
+		s.Notes = append(s.Notes, "decision record left out: "+err.Error())
+	}
+	if s.Build, err = readJSON(d.opts.BuildReportPath); err != nil {
+		s.Notes = append(s.Notes, "build report left out: "+err.Error())
+	}
 	if s.Config == "" {
 		s.Config = "embedded default"
 	}
@@ -356,45 +395,36 @@ func (d *Daemon) status() Status {
 	if d.opts.Mode == "enhanced" {
 		s.Notes = append(s.Notes, "enhanced mode: kmesh.ko is loaded; this version runs the L4 programs only, the L7 programs that decide on a request's first bytes are not part of it, so routes that need the request stay not applied")
 	}
-	if m := d.applier.Current(); m != nil {
+	d.mu.Lock()
+	s.Ready, s.Applies, s.LastApply, s.LastError = d.ready, d.applies, d.lastApply, d.lastError
+	v := d.view
+	d.mu.Unlock()
+	if v != nil {
+		m := v.model
 		s.ConfigVersion = m.Version
 		s.NotApplied = append(s.NotApplied, m.Unsupported...)
 		for _, k := range m.SortedServiceKeys() {
-			id, _ := d.applier.ServiceID(k)
 			svc := m.Services[k]
-			s.Services = append(s.Services, ServiceStatus{Key: k.String(), Name: svc.Name, ID: id, Clusters: svc.Clusters})
+			s.Services = append(s.Services, ServiceStatus{Key: k.String(), Name: svc.Name, ID: v.svcIDs[k],
+				Clusters: append([]config.WeightedCluster{}, svc.Clusters...), Passthrough: svc.Passthrough()})
 		}
 	}
 	return s
 }
 
-// enrolledList merges the namespaces enrolled by this process with the
-// cookies found in the (possibly adopted) map. Callers hold d.mu.
-func (d *Daemon) enrolledList() []EnrolledNetns {
-	out := []EnrolledNetns{}
-	cookies, err := d.maps.EnrolledCookies()
-	if err != nil {
-		for c, ref := range d.enrolled {
-			out = append(out, EnrolledNetns{Ref: ref, Cookie: c})
-		}
-	} else {
-		for _, c := range cookies {
-			out = append(out, EnrolledNetns{Ref: d.enrolled[c], Cookie: c})
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Cookie < out[j].Cookie })
-	return out
-}
-
-func readJSON(path string) json.RawMessage {
+// readJSON reads a JSON document for /status; no path is none.
+func readJSON(path string) (json.RawMessage, error) {
 	if path == "" {
-		return nil
+		return nil, nil
 	}
 	b, err := os.ReadFile(path)
-	if err != nil || !json.Valid(b) {
-		return nil
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
-	return json.RawMessage(strings.TrimSpace(string(b)))
+	if !json.Valid(b) {
+		return nil, fmt.Errorf("read %s: not valid JSON", path)
+	}
+	return json.RawMessage(strings.TrimSpace(string(b))), nil
 }
 
 // Uninstall removes kmesh's links, pins and mounts from the node.

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -104,8 +105,11 @@ func (e *env) status() Status {
 	e.t.Helper()
 	code, body := e.get("/status")
 	var s Status
-	if code != http.StatusOK || json.Unmarshal([]byte(body), &s) != nil {
+	if code != http.StatusOK {
 		e.t.Fatalf("/status: %d %s", code, body)
+	}
+	if err := json.Unmarshal([]byte(body), &s); err != nil {
+		e.t.Fatalf("/status: decode: %v\n%s", err, body)
 	}
 	return s
 }
@@ -241,6 +245,12 @@ func TestDaemonRestartZeroFailures(t *testing.T) {
 	tp := newTopo(t)
 	e := newEnv(t, baseConfig("echo-a"), tp.Client.Path)
 	e.start()
+	// enrolled through the API: after the restart it is still enrolled,
+	// under its name
+	if code, body := e.post("/enroll?netns=" + tp.Other.Name); code != http.StatusOK {
+		t.Fatalf("enroll: %d %s", code, body)
+	}
+	otherCookie := tp.Other.Cookie(t)
 	long, err := tp.Client.Dial("tcp", vipL)
 	if err != nil {
 		t.Fatal(err)
@@ -251,6 +261,8 @@ func TestDaemonRestartZeroFailures(t *testing.T) {
 	var firstErr atomic.Value
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
+	halt := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	t.Cleanup(halt) // also when the test fails half way
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -277,8 +289,7 @@ func TestDaemonRestartZeroFailures(t *testing.T) {
 	}
 	e.start()
 	time.Sleep(300 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+	halt()
 	if failed.Load() != 0 || ok.Load() < 50 {
 		t.Fatalf("across the restart: %d ok, %d failed (first: %v)", ok.Load(), failed.Load(), firstErr.Load())
 	}
@@ -295,16 +306,40 @@ func TestDaemonRestartZeroFailures(t *testing.T) {
 	if len(st.AdoptedMaps) == 0 || len(st.Links) != wantLinks() || adopted != len(st.Links) {
 		t.Errorf("restart did not adopt: maps %v links %+v", st.AdoptedMaps, st.Links)
 	}
-	if st.LastApply == nil || !st.LastApply.Full || st.LastApply.ServicesRemoved != 0 {
-		t.Errorf("first apply after restart: %+v", st.LastApply)
+	// the same config: every entry taken over, nothing written
+	if r := st.LastApply; r == nil || !r.Full || r.ServicesAdopted != 3 || r.ClustersAdopted != 5 ||
+		r.ServicesAdded+r.ServicesChanged+r.ServicesRemoved+r.ClustersAdded+r.ClustersRemoved != 0 {
+		t.Errorf("first apply after restart: %+v, want 3 services and 5 clusters kept, nothing written", st.LastApply)
 	}
+	if ref, ok := enrolledRef(st, otherCookie); !ok || ref != tp.Other.Name {
+		t.Errorf("namespace enrolled through the API before the restart: listed %v as %q, want %q", ok, ref, tp.Other.Name)
+	}
+
 	t.Logf("%d connections across the restart, none failed", ok.Load())
 }
 
-// TestUninstallLeavesNothing: no link, pin, program or mount remains.
+// TestUninstallLeavesNothing: no link, pin, program or mount remains. Run
+// twice: with the mounts kmesh made (unmounting them alone would free the
+// pins), and with a bpffs mounted before kmesh started, which uninstall
+// must leave mounted: there only detaching and unpinning free the programs.
 func TestUninstallLeavesNothing(t *testing.T) {
+	for _, premounted := range []bool{false, true} {
+		t.Run(map[bool]string{false: "kmesh_mounts", true: "bpffs_mounted_before"}[premounted], func(t *testing.T) {
+			testUninstall(t, premounted)
+		})
+	}
+}
+
+func testUninstall(t *testing.T, premounted bool) {
 	tp := newTopo(t)
 	e := newEnv(t, baseConfig("echo-a"), tp.Client.Path)
+	if premounted {
+		if err := os.MkdirAll(e.opts.BPFFSPath, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		tn.Run(t, "mount", "-t", "bpf", "bpf", e.opts.BPFFSPath)
+		t.Cleanup(func() { exec.Command("umount", e.opts.BPFFSPath).Run() })
+	}
 	e.start()
 	ids, progs := attached(t, e.status())
 	if len(ids) != wantLinks()-map[bool]int{true: 1}[tn.KernelAccelerates()] || len(progs) != wantLinks() {
@@ -338,7 +373,10 @@ func TestUninstallLeavesNothing(t *testing.T) {
 		t.Errorf("pin directory survived: %v", err)
 	}
 	for _, dir := range []string{e.opts.BPFFSPath, e.opts.Cgroup2Path} {
-		if ms, _ := mountinfo.GetMounts(mountinfo.SingleEntryFilter(dir)); len(ms) > 0 {
+		ms, _ := mountinfo.GetMounts(mountinfo.SingleEntryFilter(dir))
+		if theirs := premounted && dir == e.opts.BPFFSPath; theirs && len(ms) != 1 {
+			t.Errorf("the bpffs mounted before kmesh is gone (%d mounts at %s): uninstall unmounts only its own", len(ms), dir)
+		} else if !theirs && len(ms) > 0 {
 			t.Errorf("mount survived: %s", dir)
 		}
 	}

@@ -84,6 +84,12 @@ func (w testWriter) Write(p []byte) (int, error) {
 // start runs the daemon and waits until /ready answers 200.
 func (e *env) start() {
 	e.t.Helper()
+	e.startWith(func(code int) bool { return code == http.StatusOK })
+}
+
+// startWith runs the daemon and waits until /ready answers a code ok accepts.
+func (e *env) startWith(ok func(code int) bool) {
+	e.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel, e.done = cancel, make(chan error, 1)
 	go func() { e.done <- Run(ctx, e.opts) }()
@@ -95,7 +101,7 @@ func (e *env) start() {
 			e.t.Fatalf("daemon exited: %v", err)
 		default:
 		}
-		if code, _ := e.get("/ready"); code == http.StatusOK {
+		if code, _ := e.get("/ready"); ok(code) {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"fmt"
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,13 +14,14 @@ import (
 type metrics struct {
 	reg     *prometheus.Registry
 	applies *prometheus.CounterVec
+	log     promhttp.Logger
 }
 
 var (
 	descSvcRedirected = prometheus.NewDesc("kmesh_service_connections_redirected_total",
 		"Connections to a service VIP redirected to an endpoint.", []string{"service", "vip"}, nil)
 	descSvcNoEndpoint = prometheus.NewDesc("kmesh_service_connections_no_endpoint_total",
-		"Connections to a service VIP left untouched because the chosen cluster had no endpoint.", []string{"service", "vip"}, nil)
+		"Connections to a service VIP refused (connect fails with EPERM) because the chosen cluster had no endpoint.", []string{"service", "vip"}, nil)
 	descClRedirected = prometheus.NewDesc("kmesh_cluster_connections_redirected_total",
 		"Connections redirected to an endpoint of a cluster.", []string{"cluster"}, nil)
 	descAccelSockets = prometheus.NewDesc("kmesh_accel_sockets_total",
@@ -35,7 +37,7 @@ var (
 )
 
 func newMetrics(d *Daemon) *metrics {
-	m := &metrics{reg: prometheus.NewRegistry(),
+	m := &metrics{reg: prometheus.NewRegistry(), log: d.log.WithField("subsys", "metrics"),
 		applies: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kmesh_config_applies_total",
 			Help: "Configurations applied, rejected (invalid) or failed (kernel write errors)."}, []string{"result"})}
 	for _, r := range []string{"applied", "rejected", "failed"} {
@@ -48,7 +50,9 @@ func newMetrics(d *Daemon) *metrics {
 // handler serves /metrics and /status/metric (the path the DaemonSet's
 // prometheus.io/path annotation names).
 func (m *metrics) handler() http.Handler {
-	h := promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+	// A counter that cannot be read fails that series, not the scrape; the
+	// reason is logged.
+	h := promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, ErrorLog: m.log})
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", h)
 	mux.Handle("GET /status/metric", h)
@@ -70,41 +74,61 @@ func (c *mapCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *mapCollector) Collect(ch chan<- prometheus.Metric) {
 	d := c.d
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	m := d.applier.Current()
-	if m == nil {
+	v := d.current() // an immutable view: the kernel reads below hold no lock
+	if v == nil {
+		emit(ch, descEntries, prometheus.GaugeValue, float64(len(d.enrolledList())), "enrolled_netns")
 		return
 	}
+	m := v.model
 	// Look up only the IDs in use: walking both per-CPU arrays (32k entries
 	// each) cost ~0.3 s of CPU per scrape even with one service.
-	for id, key := range d.applier.ServiceNames() {
+	for key, id := range v.svcIDs {
 		st, err := d.maps.ServiceStatsOf(id)
 		if err != nil {
+			ch <- prometheus.NewInvalidMetric(descSvcRedirected, fmt.Errorf("read counters of service %s: %w", key, err))
 			continue
 		}
 		name := m.Services[key].Name
-		ch <- prometheus.MustNewConstMetric(descSvcRedirected, prometheus.CounterValue, float64(st.Redirected), name, key.String())
-		ch <- prometheus.MustNewConstMetric(descSvcNoEndpoint, prometheus.CounterValue, float64(st.NoEndpoint), name, key.String())
+		emit(ch, descSvcRedirected, prometheus.CounterValue, float64(st.Redirected), name, key.String())
+		emit(ch, descSvcNoEndpoint, prometheus.CounterValue, float64(st.NoEndpoint), name, key.String())
 	}
-	for id, name := range d.applier.ClusterNames() {
-		if st, err := d.maps.ClusterStatsOf(id); err == nil {
-			ch <- prometheus.MustNewConstMetric(descClRedirected, prometheus.CounterValue, float64(st.Redirected), name)
+	for id, name := range v.clusterNames {
+		st, err := d.maps.ClusterStatsOf(id)
+		if err != nil {
+			ch <- prometheus.NewInvalidMetric(descClRedirected, fmt.Errorf("read counters of cluster %s: %w", name, err))
+			continue
 		}
+		emit(ch, descClRedirected, prometheus.CounterValue, float64(st.Redirected), name)
 	}
 	slots := 0
 	for _, cl := range m.Clusters {
 		slots += len(cl.Endpoints)
 	}
-	ch <- prometheus.MustNewConstMetric(descEntries, prometheus.GaugeValue, float64(len(m.Services)), "services")
-	ch <- prometheus.MustNewConstMetric(descEntries, prometheus.GaugeValue, float64(len(m.Clusters)), "clusters")
-	ch <- prometheus.MustNewConstMetric(descEntries, prometheus.GaugeValue, float64(slots), "endpoints")
-	ch <- prometheus.MustNewConstMetric(descEntries, prometheus.GaugeValue, float64(len(d.enrolledList())), "enrolled_netns")
-	if st, err := d.maps.AccelStatsOf(); err == nil && d.maps.Accelerates() {
-		ch <- prometheus.MustNewConstMetric(descAccelSockets, prometheus.CounterValue, float64(st.Sockets))
-		ch <- prometheus.MustNewConstMetric(descAccelSockErrors, prometheus.CounterValue, float64(st.SockErrors))
-		ch <- prometheus.MustNewConstMetric(descAccelNotLocal, prometheus.CounterValue, float64(st.NotLocal))
-		ch <- prometheus.MustNewConstMetric(descAccelMessages, prometheus.CounterValue, float64(st.Redirected), "redirected")
-		ch <- prometheus.MustNewConstMetric(descAccelMessages, prometheus.CounterValue, float64(st.Passed), "passed")
+	emit(ch, descEntries, prometheus.GaugeValue, float64(len(m.Services)), "services")
+	emit(ch, descEntries, prometheus.GaugeValue, float64(len(m.Clusters)), "clusters")
+	emit(ch, descEntries, prometheus.GaugeValue, float64(slots), "endpoints")
+	emit(ch, descEntries, prometheus.GaugeValue, float64(len(d.enrolledList())), "enrolled_netns")
+	if d.maps.Accelerates() {
+		st, err := d.maps.AccelStatsOf()
+		if err != nil {
+			ch <- prometheus.NewInvalidMetric(descAccelSockets, fmt.Errorf("read same-node acceleration counters: %w", err))
+			return
+		}
+		emit(ch, descAccelSockets, prometheus.CounterValue, float64(st.Sockets))
+		emit(ch, descAccelSockErrors, prometheus.CounterValue, float64(st.SockErrors))
+		emit(ch, descAccelNotLocal, prometheus.CounterValue, float64(st.NotLocal))
+		emit(ch, descAccelMessages, prometheus.CounterValue, float64(st.Redirected), "redirected")
+		emit(ch, descAccelMessages, prometheus.CounterValue, float64(st.Passed), "passed")
 	}
+}
+
+// emit sends a metric, or the reason it cannot be made (a label that is not
+// valid UTF-8, say) as an invalid metric: the scrape reports it, nothing
+// panics.
+func emit(ch chan<- prometheus.Metric, desc *prometheus.Desc, typ prometheus.ValueType, v float64, labels ...string) {
+	m, err := prometheus.NewConstMetric(desc, typ, v, labels...)
+	if err != nil {
+		m = prometheus.NewInvalidMetric(desc, err)
+	}
+	ch <- m
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -27,7 +28,8 @@ type Options struct {
 	AdminAddr   string
 	MetricsAddr string
 	// DecisionPath and BuildReportPath are JSON documents shown in /status
-	// (written by kmesh-start); empty or missing files are left out.
+	// (written by kmesh-start); one that cannot be read, or is not JSON, is
+	// left out with a note saying why.
 	DecisionPath    string
 	BuildReportPath string
 	// XDSAddress is the xDS control plane (the DaemonSet's XDS_ADDRESS).
@@ -38,6 +40,10 @@ type Options struct {
 	// where the kernel has it (--same-node-accel=false): connections that
 	// it accelerates switch to TCP/IP and its programs are detached.
 	NoSameNodeAccel bool
+	// EnrollCheckInterval is how often enrolled namespaces are checked for
+	// being gone (their entries are then released); 0 means the default,
+	// 30s; negative checks only at start.
+	EnrollCheckInterval time.Duration
 	// Node is this daemon's identity (the DaemonSet's downward-API env),
 	// shown in /status.
 	Node Node
@@ -105,6 +111,16 @@ func (o *Options) validate() error {
 	}
 	return nil
 }
+
+func (o Options) enrollCheckInterval() time.Duration {
+	if o.EnrollCheckInterval == 0 {
+		return DefaultEnrollCheckInterval
+	}
+	return o.EnrollCheckInterval
+}
+
+// DefaultEnrollCheckInterval is Options.EnrollCheckInterval's default.
+const DefaultEnrollCheckInterval = 30 * time.Second
 
 func (o Options) loaderConfig() loader.Config {
 	c := loader.Config{ObjectDir: o.BPFDir, BPFFSPath: o.BPFFSPath, Cgroup2Path: o.Cgroup2Path, Log: o.Log}

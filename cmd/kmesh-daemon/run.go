@@ -27,8 +27,12 @@ func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 func run(ctx context.Context, args []string, stderr io.Writer) int {
 	log := logrus.New()
 	log.SetOutput(stderr)
-	if lvl, err := logrus.ParseLevel(os.Getenv("KMESH_LOG_LEVEL")); err == nil {
-		log.SetLevel(lvl)
+	if v := os.Getenv("KMESH_LOG_LEVEL"); v != "" {
+		if lvl, err := logrus.ParseLevel(v); err == nil {
+			log.SetLevel(lvl)
+		} else { // not fatal: a pod must not crash-loop over its log level
+			log.WithField("KMESH_LOG_LEVEL", v).Warn("unknown log level (want error, warn, info, debug or trace); logging at info")
+		}
 	}
 	uninstall := len(args) > 0 && args[0] == "uninstall"
 	if uninstall {
@@ -54,6 +58,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 			o.NoSameNodeAccel = !on
 			return err
 		})
+		fs.DurationVar(&o.EnrollCheckInterval, "enroll-check-interval", daemon.DefaultEnrollCheckInterval,
+			"how often enrolled namespaces are checked for being gone (their entries are released); negative: at start only")
 		fs.StringVar(&o.XDSAddress, "xds-address", os.Getenv("XDS_ADDRESS"), "xDS control plane (default $XDS_ADDRESS); this version has no xDS client and says so in the log and /status")
 	}
 	if err := fs.Parse(args); err != nil {

@@ -40,8 +40,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, exec exec
 	}
 	log := logrus.New()
 	log.SetOutput(stderr)
-	if lvl, err := logrus.ParseLevel(os.Getenv("KMESH_LOG_LEVEL")); err == nil {
-		log.SetLevel(lvl)
+	if v := os.Getenv("KMESH_LOG_LEVEL"); v != "" {
+		if lvl, err := logrus.ParseLevel(v); err == nil {
+			log.SetLevel(lvl)
+		} else {
+			log.WithField("KMESH_LOG_LEVEL", v).Warn("unknown log level (want error, warn, info, debug or trace); logging at info")
+		}
 	}
 	l := log.WithField("subsys", "start")
 	mode, err := probe.ParseMode(o.mode)

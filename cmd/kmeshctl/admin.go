@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -19,9 +21,12 @@ func runAdmin(cmd string, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("kmeshctl "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("admin-addr", defaultAdminAddr, "the daemon's admin address")
-	var ns *string
+	var ns, cookie *string
 	if cmd != "status" {
 		ns = fs.String("netns", "", "network namespace: a name under /run/netns or a path such as /proc/<pid>/ns/net")
+	}
+	if cmd == "unenroll" {
+		cookie = fs.String("cookie", "", "release the namespace with this cookie (as /status lists it), also one that no longer exists")
 	}
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -31,12 +36,29 @@ func runAdmin(cmd string, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	method, path := http.MethodGet, "/status"
-	if ns != nil {
-		if *ns == "" {
-			fmt.Fprintf(stderr, "kmeshctl %s: --netns is required\n", cmd)
+	switch {
+	case cookie != nil && *cookie != "":
+		if *ns != "" {
+			fmt.Fprintf(stderr, "kmeshctl %s: give --netns or --cookie, not both\n", cmd)
 			return 2
 		}
-		method, path = http.MethodPost, "/"+cmd+"?netns="+url.QueryEscape(*ns)
+		method, path = http.MethodPost, "/"+cmd+"?cookie="+url.QueryEscape(*cookie)
+	case ns != nil:
+		if *ns == "" {
+			fmt.Fprintf(stderr, "kmeshctl %s: --netns is required%s\n", cmd, map[bool]string{true: " (or --cookie)"}[cookie != nil])
+			return 2
+		}
+		ref := *ns
+		if strings.Contains(ref, "/") {
+			// the daemon resolves paths in its own working directory
+			abs, err := filepath.Abs(ref)
+			if err != nil {
+				fmt.Fprintf(stderr, "kmeshctl %s: %v\n", cmd, err)
+				return 2
+			}
+			ref = abs
+		}
+		method, path = http.MethodPost, "/"+cmd+"?netns="+url.QueryEscape(ref)
 	}
 	req, err := http.NewRequest(method, "http://"+*addr+path, nil)
 	if err != nil {

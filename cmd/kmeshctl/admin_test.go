@@ -95,4 +95,26 @@ func TestEnrollThroughTheDaemon(t *testing.T) {
 	if code, _, _ := runCLI(t, "enroll", "--admin-addr", admin); code != 2 {
 		t.Errorf("enroll without --netns: exit %d", code)
 	}
+
+	// a relative path is made absolute here (the daemon's working
+	// directory is not ours), and --cookie releases by cookie
+	wd, _ := os.Getwd()
+	t.Cleanup(func() { os.Chdir(wd) })
+	if err := os.Chdir("/run"); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr := runCLI(t, "enroll", "--netns", "netns/"+ns, "--admin-addr", admin)
+	var en struct {
+		Ref    string `json:"ref"`
+		Cookie uint64 `json:"cookie"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &en) != nil || en.Ref != "/run/netns/"+ns {
+		t.Fatalf("enroll by a relative path: %d %s %s, want ref /run/netns/%s", code, out, stderr, ns)
+	}
+	if code, out, stderr := runCLI(t, "unenroll", "--cookie", fmt.Sprint(en.Cookie), "--admin-addr", admin); code != 0 || !strings.Contains(out, `"was_enrolled": true`) {
+		t.Errorf("unenroll --cookie: %d %s %s", code, out, stderr)
+	}
+	if code, _, _ := runCLI(t, "unenroll", "--cookie", "1", "--netns", ns, "--admin-addr", admin); code != 2 {
+		t.Errorf("unenroll with both --cookie and --netns: exit %d, want 2", code)
+	}
 }

@@ -14,7 +14,7 @@ commands:
   probe     probe this host and print the decision record (--output text|json)
   features  write the BPF feature header (kmesh_features.h) for this host or a record
   enroll    put a network namespace under kmesh (--netns NAME|PATH) on the running daemon
-  unenroll  release a network namespace (--netns NAME|PATH)
+  unenroll  release a network namespace (--netns NAME|PATH, or --cookie N for one that is gone)
   status    print the running daemon's /status
 `
 
@@ -22,8 +22,12 @@ commands:
 func run(args []string, stdout, stderr io.Writer) int {
 	log := logrus.New()
 	log.SetOutput(stderr)
-	if lvl, err := logrus.ParseLevel(os.Getenv("KMESH_LOG_LEVEL")); err == nil {
-		log.SetLevel(lvl)
+	if v := os.Getenv("KMESH_LOG_LEVEL"); v != "" {
+		if lvl, err := logrus.ParseLevel(v); err == nil {
+			log.SetLevel(lvl)
+		} else {
+			log.WithField("KMESH_LOG_LEVEL", v).Warn("unknown log level (want error, warn, info, debug or trace); logging at info")
+		}
 	}
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)

@@ -19,6 +19,10 @@ const RunDir = "/run/netns"
 // ErrNotFound is returned for a namespace name or path that does not exist.
 var ErrNotFound = errors.New("network namespace not found")
 
+// ErrNotNetns is returned for a path that exists but is no network
+// namespace (for example /run/netns/NAME after its bind mount went).
+var ErrNotNetns = errors.New("not a network namespace")
+
 // Path turns a namespace reference into a path: a name (no slash) is looked
 // up under /run/netns, anything else is taken as a path.
 func Path(ref string) (string, error) {
@@ -59,6 +63,9 @@ func Do(path string, f func() error) error {
 		defer self.Close()
 		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
 			runtime.UnlockOSThread()
+			if errors.Is(err, unix.EINVAL) {
+				err = fmt.Errorf("%w: %w", ErrNotNetns, err)
+			}
 			errc <- fmt.Errorf("enter network namespace %s: %w", path, err)
 			return
 		}
