@@ -270,7 +270,7 @@ func (d *Daemon) applyModel(m *config.Model) error {
 		d.lastError = err.Error()
 		d.mu.Unlock()
 		d.log.WithError(err).Error("config apply failed; what the maps held before keeps serving")
-		return fmt.Errorf("%w: %w", errApply, err)
+		return reportedError{err}
 	}
 	d.metrics.applies.WithLabelValues("applied").Inc()
 	view := newView(d.applier)
@@ -298,12 +298,15 @@ func (d *Daemon) clearError() {
 	d.lastError = ""
 }
 
-// errApply marks failures applyModel already counted and logged.
-var errApply = errors.New("apply config")
+// reportedError marks a failure applyModel already counted and logged; it
+// adds nothing to the message.
+type reportedError struct{ error }
+
+func (e reportedError) Unwrap() error { return e.error }
 
 // setError records a rejected config; the last good one keeps running.
 func (d *Daemon) setError(err error) {
-	if errors.Is(err, errApply) {
+	if errors.As(err, new(reportedError)) {
 		return
 	}
 	d.mu.Lock()
@@ -392,6 +395,7 @@ func (d *Daemon) status() Status {
 	if note := d.opts.xdsNote(); note != "" {
 		s.Notes = append(s.Notes, note)
 	}
+	s.Notes = append(s.Notes, d.dp.Notes()...)
 	if d.opts.Mode == "enhanced" {
 		s.Notes = append(s.Notes, "enhanced mode: kmesh.ko is loaded; this version runs the L4 programs only, the L7 programs that decide on a request's first bytes are not part of it, so routes that need the request stay not applied")
 	}

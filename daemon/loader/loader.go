@@ -58,7 +58,11 @@ type Dataplane struct {
 	adoptedLinks map[string]bool
 	state        state
 	adopted      []string
+	notes        []string
 }
+
+// Notes are the problems Load found that do not stop it (for /status).
+func (d *Dataplane) Notes() []string { return d.notes }
 
 // state is what the loader records next to its pins, so a later run (or
 // uninstall) knows what it made.
@@ -158,7 +162,11 @@ func Load(cfg Config) (*Dataplane, error) {
 
 	d := &Dataplane{cfg: cfg, log: log, colls: map[string]*ebpf.Collection{}, Maps: map[string]*ebpf.Map{},
 		progs: map[string]program{}, links: map[string]link.Link{}, mapAttached: map[string]bool{}, adoptedLinks: map[string]bool{}}
-	prev, _ := readState(cfg.statePath())
+	prev, err := readState(cfg.statePath())
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		// what an earlier run mounted is then not known: uninstall leaves those mounts
+		log.WithField("pin", cfg.statePath()).WithError(err).Warn("could not read the loader's state; starting a new one")
+	}
 	d.state = prev
 
 	var mountedNow []string // rolled back if this Load fails
@@ -188,6 +196,10 @@ func Load(cfg Config) (*Dataplane, error) {
 	}
 	d.state.MountedCgroup2 = d.state.MountedCgroup2 || mounted
 	d.state.Cgroup2Path = cfg.Cgroup2Path
+	if note := cgroup2RootNote(cfg.Cgroup2Path); note != "" {
+		log.WithField("path", cfg.Cgroup2Path).Warn(note)
+		d.notes = append(d.notes, note)
+	}
 	for _, dir := range []string{filepath.Join(cfg.pinRoot(), "maps"), filepath.Join(cfg.pinRoot(), "links"), filepath.Join(cfg.pinRoot(), "progs")} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("create pin directory: %w", err)

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/moby/sys/mountinfo"
+	"golang.org/x/sys/unix"
 
 	"kmesh.dev/kmesh/daemon/netns"
 )
@@ -392,5 +394,29 @@ func gone(cond func() bool) bool {
 		if time.Now().After(deadline) {
 			return false
 		}
+	}
+}
+
+// TestCgroup2RootNote: the hierarchy's root passes; a cgroup below it (what
+// a private cgroup namespace roots cgroup2 at) gets a note naming the fix.
+func TestCgroup2RootNote(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("privileged test: run as root")
+	}
+	dir := t.TempDir()
+	if err := unix.Mount("none", dir, "cgroup2", 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, 0) })
+	if note := cgroup2RootNote(dir); note != "" {
+		t.Errorf("root of a fresh cgroup2 mount: %q, want no note", note)
+	}
+	sub := filepath.Join(dir, "kmesh-test-"+strconv.Itoa(os.Getpid()))
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(sub) })
+	if note := cgroup2RootNote(sub); !strings.Contains(note, "not the root of the cgroup2 hierarchy") || !strings.Contains(note, "cgroupns=host") {
+		t.Errorf("a cgroup below the root: %q, want a note naming the fix", note)
 	}
 }

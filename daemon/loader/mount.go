@@ -94,3 +94,20 @@ func EnsureMounts(cfg Config) (bpffs, cgroup2 bool, err error) {
 	}
 	return bpffs, cgroup2, nil
 }
+
+// cgroup2RootNote says what is wrong with attaching at dir when it is not
+// the root of the cgroup2 hierarchy (the root cgroup's inode is 1): programs
+// attached there see only the processes below it, as when kmesh runs in a
+// private cgroup namespace. kmesh-start's probe refuses that
+// (env.cgroup2_root); a daemon started by hand is told here.
+func cgroup2RootNote(dir string) string {
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return fmt.Sprintf("could not check that %s is the cgroup2 root: %v", dir, err)
+	}
+	if st.Ino == 1 {
+		return ""
+	}
+	return fmt.Sprintf("%s is not the root of the cgroup2 hierarchy (cgroup inode %d, the root is 1): the programs attached there see only the processes below it; "+
+		"run kmesh in the host's cgroup namespace (the DaemonSet's hostPID, or --cgroupns=host)", dir, st.Ino)
+}
