@@ -166,8 +166,13 @@ func Run(ctx context.Context, opts Options) error {
 	d.mu.Lock()
 	d.ready = ok
 	d.mu.Unlock()
-	log.WithFields(logrus.Fields{"mode": opts.Mode, "admin": adminLn.Addr().String(), "metrics": metricsLn.Addr().String(),
-		"enrolled": len(opts.EnrollNetns), "startup_ms": time.Since(d.started).Milliseconds()}).Info("data plane ready")
+	f := logrus.Fields{"mode": opts.Mode, "admin": adminLn.Addr().String(), "metrics": metricsLn.Addr().String(),
+		"enrolled": len(opts.EnrollNetns), "startup_ms": time.Since(d.started).Milliseconds()}
+	if ok {
+		log.WithFields(f).Info("data plane ready")
+	} else {
+		log.WithFields(f).Warn("data plane attached, not ready: no config applied (/ready and /status last_error say why)")
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

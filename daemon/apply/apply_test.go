@@ -412,6 +412,22 @@ func BenchmarkApplyFull10kx10(b *testing.B) {
 	}
 }
 
+// A restart over maps that hold the same 10k services: read back, compare,
+// nothing written (the full apply of a restarted daemon).
+func BenchmarkApplyRestart10kx10(b *testing.B) {
+	m := model(10000, 10)
+	mp := newMaps(b)
+	if _, err := New(mp, quiet()).Apply(m); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		r, err := New(mp, quiet()).Apply(m)
+		if err != nil || r.ClustersAdopted != 10000 || r.ServicesAdopted != 10000 {
+			b.Fatalf("%+v %v", r, err)
+		}
+	}
+}
+
 // One endpoint change on top of 10k services (goal < 1 ms), as an xDS
 // update delivers it: the changed cluster is known (ApplyDelta).
 func BenchmarkApplyDeltaOneEndpoint(b *testing.B) {
