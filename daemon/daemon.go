@@ -63,11 +63,12 @@ type appliedView struct {
 	model        *config.Model
 	svcIDs       map[config.ServiceKey]uint32
 	clusterNames map[uint32]string
+	slots        int // endpoint slots in use
 }
 
 func newView(a *apply.Applier) *appliedView {
 	m := a.Current()
-	v := &appliedView{model: m, svcIDs: make(map[config.ServiceKey]uint32, len(m.Services)), clusterNames: a.ClusterNames()}
+	v := &appliedView{model: m, svcIDs: make(map[config.ServiceKey]uint32, len(m.Services)), clusterNames: a.ClusterNames(), slots: a.SlotsUsed()}
 	for k := range m.Services {
 		if id, ok := a.ServiceID(k); ok {
 			v.svcIDs[k] = id

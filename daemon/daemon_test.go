@@ -155,6 +155,9 @@ func TestDaemonTrafficConfigAndEnrollment(t *testing.T) {
 	if v := metricValue(m, `kmesh_service_connections_redirected_total{service="web",vip="10.96.0.10:80"}`); v != 1000 {
 		t.Errorf("redirected metric for web = %v, want 1000", v)
 	}
+	if v := metricValue(m, `kmesh_map_entries{map="slots"}`); v != 7 {
+		t.Errorf("slots in use = %v, want 7 (tables of 2, 1, 2, 1 and 1 endpoints of equal weight)", v)
+	}
 	if v := metricValue(m, `kmesh_cluster_connections_redirected_total{cluster="b"}`); v != float64(nb) {
 		t.Errorf("cluster b metric = %v, want %d", v, nb)
 	}

@@ -33,7 +33,7 @@ var (
 	descAccelMessages = prometheus.NewDesc("kmesh_accel_messages_total",
 		"Sends on accelerated sockets: redirected to the peer socket, or passed through TCP/IP.", []string{"result"}, nil)
 	descEntries = prometheus.NewDesc("kmesh_map_entries",
-		"Entries the daemon wrote into a data-plane map.", []string{"map"}, nil)
+		"Entries of the applied config: services, clusters, endpoints, enrolled_netns, and slots (km_slots entries, the weighted endpoint tables; the map holds 262144).", []string{"map"}, nil)
 )
 
 func newMetrics(d *Daemon) *metrics {
@@ -107,6 +107,7 @@ func (c *mapCollector) Collect(ch chan<- prometheus.Metric) {
 	emit(ch, descEntries, prometheus.GaugeValue, float64(len(m.Services)), "services")
 	emit(ch, descEntries, prometheus.GaugeValue, float64(len(m.Clusters)), "clusters")
 	emit(ch, descEntries, prometheus.GaugeValue, float64(slots), "endpoints")
+	emit(ch, descEntries, prometheus.GaugeValue, float64(v.slots), "slots")
 	emit(ch, descEntries, prometheus.GaugeValue, float64(len(d.enrolledList())), "enrolled_netns")
 	if d.maps.Accelerates() {
 		st, err := d.maps.AccelStatsOf()

@@ -67,6 +67,10 @@ func (a *Applier) forget() {
 	a.svcFree, a.clFree = newIDs(maps.MaxServices), newIDs(maps.MaxClusterIDs)
 }
 
+// SlotsUsed returns how many endpoint slots (km_slots entries, of
+// maps.MaxSlots) the current clusters' tables take.
+func (a *Applier) SlotsUsed() int { return a.slotsUsed }
+
 // Current returns the model last applied (nil before the first Apply).
 func (a *Applier) Current() *config.Model { return a.cur }
 
