@@ -9,8 +9,10 @@
 // mode and an xDS client share it. ParseBootstrap (YAML or JSON, decoded with
 // protojson; YAML is converted to JSON first) and LoadFile read a bootstrap
 // and translate its static_resources. Unknown fields and typed_config @type
-// values other than tcp_proxy, http_connection_manager and the router filter
-// are rejected with a *ParseError giving line, column and field path. Watch
+// values other than tcp_proxy, http_connection_manager, the router filter and
+// the common filters and access loggers of extensions.go (which parse and are
+// noted as not applied) are rejected with a *ParseError giving line, column
+// and field path. Watch
 // follows a file (edits, renames, ConfigMap symlink swaps). Default and
 // LoadDefault give the embedded default.yaml.
 //

@@ -278,3 +278,58 @@ func TestTranslateNoSpuriousNotes(t *testing.T) {
 		}
 	}
 }
+
+// Filters and access loggers of extensions.go parse, and are noted as not
+// applied; the service is served.
+func TestTranslateRegisteredExtensions(t *testing.T) {
+	const cfg = `static_resources:
+  listeners:
+  - name: h
+    address: { socket_address: { address: 0.0.0.0, port_value: 80 } }
+    listener_filters:
+    - name: envoy.filters.listener.tls_inspector
+      typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: h
+          access_log:
+          - name: envoy.access_loggers.file
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: /dev/stdout }
+          http_filters:
+          - name: envoy.filters.http.cors
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors }
+          - name: envoy.filters.http.router
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+          route_config:
+            virtual_hosts:
+            - name: v
+              domains: ["10.96.0.10"]
+              routes:
+              - match: { prefix: "/" }
+                route: { cluster: a }
+  clusters:
+  - name: a
+    type: STATIC
+    load_assignment:
+      cluster_name: a
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 10.0.0.1, port_value: 80 } } }
+`
+	m, err := config.ParseBootstrap([]byte(cfg), config.FormatYAML)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Services) != 1 {
+		t.Errorf("services %v, want the one of 10.96.0.10:80", m.Services)
+	}
+	notes := strings.Join(noteStrings(m), "\n")
+	for _, want := range []string{`http_filter "envoy.filters.http.cors": HTTP filters are not applied`, "listener_filters", "access_log"} {
+		if !strings.Contains(notes, want) {
+			t.Errorf("no note naming %q:\n%s", want, notes)
+		}
+	}
+}

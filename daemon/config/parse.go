@@ -259,8 +259,9 @@ func locate(err error, jsonData, yamlData []byte) error {
 	col, _ := strconv.Atoi(m[2])
 	pe.Msg = m[3]
 	if r := resolveRE.FindStringSubmatch(pe.Msg); r != nil {
-		pe.Msg = fmt.Sprintf("unknown @type %q: only tcp_proxy, http_connection_manager and router configs are supported in a config file; "+
-			"remove that entry (compat mode applies no other filter: connections and requests pass it by)", r[1])
+		pe.Msg = fmt.Sprintf("unknown @type %q: a config file may carry tcp_proxy, http_connection_manager and router configs, "+
+			"and the filters and access loggers daemon/config/extensions.go lists (noted as not applied); "+
+			"remove that entry (compat mode would not apply it: connections and requests pass it by)", r[1])
 	}
 	path := jsonPath(jsonData, offsetOf(jsonData, line, col))
 	pe.Path = path.String()

@@ -71,7 +71,7 @@ func TestParseErrors(t *testing.T) {
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy
 `,
-		want: `line 8, column 11: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.@type: unknown @type "type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy": only tcp_proxy, http_connection_manager and router configs are supported in a config file; remove that entry (compat mode applies no other filter: connections and requests pass it by)`,
+		want: `line 8, column 11: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.@type: unknown @type "type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy": a config file may carry tcp_proxy, http_connection_manager and router configs, and the filters and access loggers daemon/config/extensions.go lists (noted as not applied); remove that entry (compat mode would not apply it: connections and requests pass it by)`,
 		line: 8,
 	}, {
 		name:   "wrong value type",
