@@ -221,17 +221,11 @@ func TestTranslateUnappliedFields(t *testing.T) {
 		},
 	}}
 	for _, tc := range tests {
-		for _, f := range formats {
-			t.Run(tc.name+"/"+f.String(), func(t *testing.T) {
-				m, err := config.ParseBootstrap(encode(t, tc.cfg, f), f)
-				if err != nil {
-					t.Fatalf("ParseBootstrap: %v", err)
-				}
-				if got := noteStrings(m); !slices.Equal(got, tc.notes) {
-					t.Errorf("notes:\n got  %s\n want %s", strings.Join(got, "\n      "), strings.Join(tc.notes, "\n      "))
-				}
-			})
-		}
+		parseEach(t, tc.name, tc.cfg, func(t *testing.T, m *config.Model) {
+			if got := noteStrings(m); !slices.Equal(got, tc.notes) {
+				t.Errorf("notes:\n got  %s\n want %s", strings.Join(got, "\n      "), strings.Join(tc.notes, "\n      "))
+			}
+		})
 	}
 }
 

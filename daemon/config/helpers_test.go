@@ -182,6 +182,21 @@ func encode(t testing.TB, v any, f config.Format) []byte {
 
 var formats = []config.Format{config.FormatYAML, config.FormatJSON}
 
+// parseEach encodes cfg in each format, parses it and runs check on the
+// model, as subtest name/format.
+func parseEach(t *testing.T, name string, cfg M, check func(t *testing.T, m *config.Model)) {
+	t.Helper()
+	for _, f := range formats {
+		t.Run(name+"/"+f.String(), func(t *testing.T) {
+			m, err := config.ParseBootstrap(encode(t, cfg, f), f)
+			if err != nil {
+				t.Fatalf("ParseBootstrap: %v", err)
+			}
+			check(t, m)
+		})
+	}
+}
+
 func key(s string) config.ServiceKey {
 	ap := netip.MustParseAddrPort(s)
 	return config.ServiceKey{Addr: ap.Addr(), Port: ap.Port()}

@@ -223,24 +223,18 @@ func TestTranslateSupported(t *testing.T) {
 		notes: nil,
 	}}
 	for _, tc := range tests {
-		for _, f := range formats {
-			t.Run(tc.name+"/"+f.String(), func(t *testing.T) {
-				m, err := config.ParseBootstrap(encode(t, tc.cfg, f), f)
-				if err != nil {
-					t.Fatalf("ParseBootstrap: %v", err)
-				}
-				if got := serviceSummary(m); !slices.Equal(got, tc.services) {
-					t.Errorf("services:\n got  %q\n want %q", got, tc.services)
-				}
-				requireNotes(t, m, tc.notes)
-				if len(m.Unsupported) != tc.nNotes {
-					t.Errorf("got %d notes, want %d:\n  %s", len(m.Unsupported), tc.nNotes, strings.Join(noteStrings(m), "\n  "))
-				}
-				if len(m.Version) != 16 {
-					t.Errorf("Version = %q, want 16 hex digits", m.Version)
-				}
-			})
-		}
+		parseEach(t, tc.name, tc.cfg, func(t *testing.T, m *config.Model) {
+			if got := serviceSummary(m); !slices.Equal(got, tc.services) {
+				t.Errorf("services:\n got  %q\n want %q", got, tc.services)
+			}
+			requireNotes(t, m, tc.notes)
+			if len(m.Unsupported) != tc.nNotes {
+				t.Errorf("got %d notes, want %d:\n  %s", len(m.Unsupported), tc.nNotes, strings.Join(noteStrings(m), "\n  "))
+			}
+			if len(m.Version) != 16 {
+				t.Errorf("Version = %q, want 16 hex digits", m.Version)
+			}
+		})
 	}
 }
 
@@ -606,34 +600,28 @@ func TestTranslatePassthrough(t *testing.T) {
 		},
 	}}
 	for _, tc := range tests {
-		for _, f := range formats {
-			t.Run(tc.name+"/"+f.String(), func(t *testing.T) {
-				m, err := config.ParseBootstrap(encode(t, tc.cfg, f), f)
-				if err != nil {
-					t.Fatalf("ParseBootstrap: %v", err)
+		parseEach(t, tc.name, tc.cfg, func(t *testing.T, m *config.Model) {
+			if got := serviceSummary(m); !slices.Equal(got, tc.services) {
+				t.Errorf("services:\n got  %q\n want %q", got, tc.services)
+			}
+			if got := noteStrings(m); !slices.Equal(got, tc.notes) {
+				t.Errorf("notes:\n got  %s\n want %s", strings.Join(got, "\n      "), strings.Join(tc.notes, "\n      "))
+			}
+			for dst, want := range tc.connect {
+				got := ""
+				if s, ok := connectTo(m, dst); ok {
+					got = clusterSummary(s)
 				}
-				if got := serviceSummary(m); !slices.Equal(got, tc.services) {
-					t.Errorf("services:\n got  %q\n want %q", got, tc.services)
+				if got != want {
+					t.Errorf("connect to %s: %q, want %q", dst, got, want)
 				}
-				if got := noteStrings(m); !slices.Equal(got, tc.notes) {
-					t.Errorf("notes:\n got  %s\n want %s", strings.Join(got, "\n      "), strings.Join(tc.notes, "\n      "))
+			}
+			for k, s := range m.Services {
+				if s.Passthrough() && (k.Wildcard() || s.Clusters != nil) {
+					t.Errorf("service %s: passthrough %+v", k, s)
 				}
-				for dst, want := range tc.connect {
-					got := ""
-					if s, ok := connectTo(m, dst); ok {
-						got = clusterSummary(s)
-					}
-					if got != want {
-						t.Errorf("connect to %s: %q, want %q", dst, got, want)
-					}
-				}
-				for k, s := range m.Services {
-					if s.Passthrough() && (k.Wildcard() || s.Clusters != nil) {
-						t.Errorf("service %s: passthrough %+v", k, s)
-					}
-				}
-			})
-		}
+			}
+		})
 	}
 }
 
