@@ -141,6 +141,9 @@ func (a *Applier) ApplyDelta(next *config.Model, d config.Delta) (Result, error)
 	// 1. clusters added or changed (changed ones keep their ID, and are
 	// rewritten in place: slots first, then the count)
 	for _, n := range d.ClustersAdded {
+		if _, ok := a.clusterIDs[n]; ok {
+			continue // "added" again (a superset delta): rewritten in place
+		}
 		id, _ := a.clFree.take() // checked above
 		a.clusterIDs[n] = id
 		if err := a.m.ResetClusterStats(id); err != nil {
@@ -159,6 +162,9 @@ func (a *Applier) ApplyDelta(next *config.Model, d config.Delta) (Result, error)
 	}
 	// 2. services added or changed
 	for _, k := range d.ServicesAdded {
+		if _, ok := a.svcIDs[k]; ok {
+			continue // "added" again: switched over in one update
+		}
 		id, _ := a.svcFree.take() // checked above
 		a.svcIDs[k] = id
 		if err := a.m.ResetServiceStats(id); err != nil {

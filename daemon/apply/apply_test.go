@@ -290,6 +290,33 @@ func bumpStats(t *testing.T, coll *ebpf.Collection, sid, cid uint32) {
 	}
 }
 
+// A delta that names existing entries as added (a superset of the diff, as
+// an xDS update may be) rewrites them under their IDs: no ID leaks, nothing
+// is left behind.
+func TestApplyDeltaSuperset(t *testing.T) {
+	mp := newMaps(t)
+	a := New(mp, quiet())
+	m1 := model(20, 3)
+	if _, err := a.Apply(m1); err != nil {
+		t.Fatal(err)
+	}
+	before := a.clFree.available()
+	c5, _ := a.ClusterID("c5")
+	m2 := model(20, 3)
+	c := m2.Clusters["c5"]
+	c.Endpoints = c.Endpoints[:1]
+	m2.Clusters["c5"] = c
+	m2.Version = "v2"
+	k5 := config.ServiceKey{Addr: netip.AddrFrom4([4]byte{10, 96, 0, 5}), Port: 80}
+	if _, err := a.ApplyDelta(m2, config.Delta{ClustersAdded: []string{"c5"}, ServicesAdded: []config.ServiceKey{k5}}); err != nil {
+		t.Fatal(err)
+	}
+	check(t, a, mp, m2)
+	if id, _ := a.ClusterID("c5"); id != c5 || a.clFree.available() != before {
+		t.Errorf("cluster c5 now id %d (was %d), %d ids free (were %d)", id, c5, a.clFree.available(), before)
+	}
+}
+
 // Nothing of a delta the maps have no room for is written.
 func TestApplyDeltaCapacity(t *testing.T) {
 	mp := newMaps(t)
