@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -240,18 +241,8 @@ func (d *Daemon) enrolledList() []EnrolledNetns {
 			out = append(out, EnrolledNetns{Ref: refs[c], Cookie: c})
 		}
 	}
-	slices.SortFunc(out, func(a, b EnrolledNetns) int { return cmpU64(a.Cookie, b.Cookie) })
+	slices.SortFunc(out, func(a, b EnrolledNetns) int { return cmp.Compare(a.Cookie, b.Cookie) })
 	return out
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // refSize bounds a recorded reference (a path under /run/netns or /proc is

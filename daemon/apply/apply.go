@@ -132,7 +132,7 @@ func (a *Applier) ApplyDelta(next *config.Model, d config.Delta) (Result, error)
 	if err != nil {
 		return r, fmt.Errorf("apply: %w", err)
 	}
-	if err := a.checkDelta(d, tables); err != nil {
+	if err := a.checkDelta(d, written, tables); err != nil {
 		return r, err
 	}
 
@@ -219,7 +219,7 @@ func (a *Applier) ApplyDelta(next *config.Model, d config.Delta) (Result, error)
 // entries, and slots for the added tables plus the growth of changed ones
 // (a table being rewritten holds its old and new slots until the end; the
 // removed clusters' slots are freed last).
-func (a *Applier) checkDelta(d config.Delta, tables []maps.Cluster) error {
+func (a *Applier) checkDelta(d config.Delta, written []string, tables []maps.Cluster) error {
 	if n, free := len(d.ClustersAdded), a.clFree.available(); n > free {
 		return fmt.Errorf("apply: %d clusters added, %d cluster ids free (of %d): %w", n, free, maps.MaxClusterIDs, ErrCapacity)
 	}
@@ -227,7 +227,7 @@ func (a *Applier) checkDelta(d config.Delta, tables []maps.Cluster) error {
 		return fmt.Errorf("apply: %d services added, %d service ids free (of %d): %w", n, free, maps.MaxServices, ErrCapacity)
 	}
 	need := 0
-	for i, n := range append(append([]string(nil), d.ClustersAdded...), d.ClustersChanged...) {
+	for i, n := range written { // tables[i] is the new table of written[i]
 		need += max(0, len(tables[i].Slots)-a.slots[n])
 	}
 	if free := maps.MaxSlots - a.slotsUsed; need > free {
