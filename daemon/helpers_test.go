@@ -93,7 +93,8 @@ func (e *env) startWith(ok func(code int) bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel, e.done = cancel, make(chan error, 1)
 	go func() { e.done <- Run(ctx, e.opts) }()
-	deadline := time.Now().Add(10 * time.Second)
+	// generous: under TCG on a loaded machine the verifier alone takes seconds
+	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-e.done:
@@ -106,7 +107,7 @@ func (e *env) startWith(ok func(code int) bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	e.t.Fatal("daemon not ready after 10s")
+	e.t.Fatal("daemon not ready after 60s")
 }
 
 // stop ends the daemon like SIGTERM does.
@@ -145,10 +146,12 @@ func (e *env) do(method, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// waitFor polls cond for up to 5 s.
+// waitFor polls cond for up to 30 s (generous: the QEMU guests run these
+// under TCG on a loaded machine; the bound only limits how long a failure
+// takes to report).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second) // generous: the QEMU guests run these under TCG
+	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		if cond() {
 			return

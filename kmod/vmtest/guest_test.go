@@ -291,10 +291,11 @@ func TestVM(t *testing.T) {
 	t.Logf("all guests done in %v (since the test started)", time.Since(begin).Round(time.Second))
 
 	var results []*Result
-	var summaries strings.Builder
+	var summaries, failures strings.Builder
 	for _, r := range runs {
 		t.Run(r.k.Name, func(t *testing.T) {
 			if r.err != nil {
+				fmt.Fprintf(&failures, "%s: %v\n", r.k.Name, r.err)
 				t.Fatal(r.err)
 			}
 			res := r.res
@@ -304,6 +305,7 @@ func TestVM(t *testing.T) {
 			results = append(results, res)
 			summaries.WriteString(kernelSummary(t, res, r))
 			if err := res.Err(); err != nil {
+				fmt.Fprintf(&failures, "%s: %v\n", r.k.Name, err)
 				t.Error(err)
 			}
 			passed := map[string]bool{}
@@ -312,6 +314,7 @@ func TestVM(t *testing.T) {
 			}
 			for _, name := range requiredChecks() {
 				if !passed[name] {
+					fmt.Fprintf(&failures, "%s: check %s was not reported as PASS\n", r.k.Name, name)
 					t.Errorf("check %s was not reported as PASS", name)
 				}
 			}
@@ -319,6 +322,10 @@ func TestVM(t *testing.T) {
 	}
 	t.Logf("summary:\n%s", Matrix(results))
 	t.Logf("per kernel:\n%s", summaries.String())
+	if failures.Len() > 0 {
+		// Last, so that a log cut short in the middle still shows why.
+		t.Logf("failures:\n%s", failures.String())
+	}
 }
 
 func (r *guestRun) run(ctx context.Context, t *testing.T, mods *moduleBuilds, byName map[string]Kernel, root, work string,
