@@ -13,57 +13,209 @@ import (
 )
 
 // ensureMount mounts a pseudo file system of type fstype at dir unless one is
-// already there. It retries briefly: at node start mounts can race with other
-// agents. It reports whether it mounted.
+// already there, and reports whether it mounted. At node start another agent
+// (or a second kmesh container) can mount the same directory at the same
+// moment. mount(2) does not refuse a second mount on a mount point: it stacks
+// it, and pins made in the lower one become invisible. So ensureMount learns
+// the ID of the mount it made and settles a stack it finds itself in: the
+// lowest mount wins, a kmesh mount above another one is removed again.
 func ensureMount(fstype, dir string, log logrus.FieldLogger) (bool, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return false, fmt.Errorf("create mount point %s: %w", dir, err)
 	}
+	log = log.WithFields(logrus.Fields{"fstype": fstype, "path": dir})
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
 		if attempt > 0 {
 			time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
 		}
-		has, err := mountedAs(dir, fstype)
+		stack, err := mountStack(dir, fstype)
 		if err != nil {
 			lastErr = err
 			continue
 		}
-		if has {
+		if len(stack) > 0 {
+			if len(stack) > 1 {
+				log.WithField("mount_ids", stackIDs(stack)).Warn("several mounts are stacked at this path (an earlier mount race): kmesh uses the top one; " +
+					"pins in the lower ones are not visible (unmount the extra ones, then restart kmesh)")
+			}
 			return false, nil
 		}
-		if err := unix.Mount("none", dir, fstype, 0, ""); err != nil {
+		id, err := mountAt(fstype, dir)
+		if err != nil {
 			if errors.Is(err, unix.EBUSY) { // raced with another mounter
 				lastErr = err
 				continue
 			}
 			return false, fmt.Errorf("mount %s at %s: %w", fstype, dir, err)
 		}
-		log.WithFields(logrus.Fields{"fstype": fstype, "path": dir}).Info("mounted")
-		return true, nil
+		mine, err := settleStack(fstype, dir, id, log)
+		if err != nil {
+			return false, fmt.Errorf("mount %s at %s: %w", fstype, dir, err)
+		}
+		if mine {
+			log.WithField("mount_id", id).Info("mounted")
+		}
+		return mine, nil
 	}
 	return false, fmt.Errorf("mount %s at %s: %w", fstype, dir, lastErr)
 }
 
-// mountedAs reports whether dir is the mount point of a file system of fstype.
-func mountedAs(dir, fstype string) (bool, error) {
+// mountAt mounts a new fstype at dir and returns the new mount's ID. It
+// creates the mount detached (fsopen, fsmount) so that its ID is known before
+// it appears at dir, then moves it there. Where those calls are filtered
+// (seccomp profiles that predate them answer ENOSYS or EPERM) it falls back
+// to mount(2) and reads the ID at dir at once after.
+func mountAt(fstype, dir string) (uint64, error) {
+	fsfd, err := unix.Fsopen(fstype, unix.FSOPEN_CLOEXEC)
+	if errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) {
+		return mountClassic(fstype, dir)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("fsopen: %w", err)
+	}
+	defer unix.Close(fsfd)
+	if err := unix.FsconfigCreate(fsfd); err != nil {
+		return 0, fmt.Errorf("create the file system: %w", err)
+	}
+	mfd, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("fsmount: %w", err)
+	}
+	defer unix.Close(mfd)
+	id, err := mountID(mfd, "")
+	if err != nil {
+		return 0, err
+	}
+	if err := unix.MoveMount(mfd, "", unix.AT_FDCWD, dir, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return 0, fmt.Errorf("move the new mount to %s: %w", dir, err)
+	}
+	return id, nil
+}
+
+// mountClassic is mountAt with mount(2): the ID is read at dir right after,
+// so a mount stacked over it in between is taken for kmesh's (settleStack
+// then removes that one, or finds kmesh's mount missing and says so).
+func mountClassic(fstype, dir string) (uint64, error) {
+	if err := unix.Mount("none", dir, fstype, 0, ""); err != nil {
+		return 0, err
+	}
+	return mountID(unix.AT_FDCWD, dir)
+}
+
+// mountID is the ID of the mount path (relative to dirfd; "" for dirfd
+// itself) is on, as /proc/self/mountinfo numbers it.
+func mountID(dirfd int, path string) (uint64, error) {
+	flags := unix.AT_SYMLINK_NOFOLLOW
+	if path == "" {
+		flags |= unix.AT_EMPTY_PATH
+	}
+	var stx unix.Statx_t
+	if err := unix.Statx(dirfd, path, flags, unix.STATX_MNT_ID, &stx); err != nil {
+		return 0, fmt.Errorf("read the mount ID of %q: %w", path, err)
+	}
+	if stx.Mask&unix.STATX_MNT_ID == 0 {
+		return 0, fmt.Errorf("read the mount ID of %q: %w (kernel older than 5.8)", path, unix.EOPNOTSUPP)
+	}
+	return stx.Mnt_id, nil
+}
+
+// settleStack runs after kmesh put mount id at dir. Alone there, the mount is
+// kmesh's. Above another fstype mount, kmesh lost a race: it removes its own
+// mount and uses the one below. Below others, kmesh won: it waits briefly for
+// them to go (another kmesh removes its own); one that stays belongs to an
+// agent that does not settle races, and kmesh then leaves both, uses the
+// visible one, does not claim it, and warns.
+func settleStack(fstype, dir string, id uint64, log logrus.FieldLogger) (mine bool, err error) {
+	deadline := time.Now().Add(time.Second)
+	for {
+		stack, err := mountStack(dir, fstype)
+		if err != nil {
+			return false, err
+		}
+		pos := -1
+		for i, m := range stack {
+			if uint64(m.ID) == id {
+				pos = i
+			}
+		}
+		switch {
+		case pos < 0:
+			return false, fmt.Errorf("the new mount (ID %d) is not at %s: it was unmounted or moved by another agent", id, dir)
+		case len(stack) == 1:
+			return true, nil
+		case pos > 0 && pos == len(stack)-1:
+			// another mount was there first; remove ours, the top one
+			if top, err := mountID(unix.AT_FDCWD, dir); err != nil || top != id {
+				break // changed under us: look again
+			}
+			if err := unix.Unmount(dir, unix.UMOUNT_NOFOLLOW); err != nil {
+				return false, fmt.Errorf("remove kmesh's mount (ID %d) stacked on mount %d: %w", id, stack[pos-1].ID, err)
+			}
+			log.WithFields(logrus.Fields{"mount_id": stack[pos-1].ID}).Info("another agent mounted at the same moment: using its mount")
+			return false, nil
+		}
+		if time.Now().After(deadline) {
+			log.WithFields(logrus.Fields{"mount_id": id, "mount_ids": stackIDs(stack)}).Warn("another agent mounted over kmesh's mount at the same moment and kept its mount: " +
+				"kmesh uses the visible one and leaves its own (empty, hidden) below it; unmount the extra one when convenient")
+			return false, nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// mountStack returns the fstype mounts at dir, lowest first (each one after
+// the first is mounted over the one before it).
+func mountStack(dir, fstype string) ([]*mountinfo.Info, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	if real, err := filepath.EvalSymlinks(abs); err == nil {
 		abs = real
 	}
-	ms, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(abs))
+	// every entry at abs (mountinfo.SingleEntryFilter stops at the first)
+	ms, err := mountinfo.GetMounts(func(m *mountinfo.Info) (skip, stop bool) { return m.Mountpoint != abs, false })
 	if err != nil {
-		return false, fmt.Errorf("read mountinfo: %w", err)
+		return nil, fmt.Errorf("read mountinfo: %w", err)
 	}
+	byParent := map[int]*mountinfo.Info{}
+	ids := map[int]bool{}
 	for _, m := range ms {
-		if m.FSType == fstype {
-			return true, nil
+		byParent[m.Parent] = m
+		ids[m.ID] = true
+	}
+	// the lowest mount's parent is the mount dir itself lives on
+	var stack []*mountinfo.Info
+	for _, m := range ms {
+		if !ids[m.Parent] {
+			for n := m; n != nil; n = byParent[n.ID] {
+				stack = append(stack, n)
+			}
+			break
 		}
 	}
-	return false, nil
+	var out []*mountinfo.Info
+	for _, m := range stack {
+		if m.FSType == fstype {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+// mountedAs reports whether dir is the mount point of a file system of fstype.
+func mountedAs(dir, fstype string) (bool, error) {
+	stack, err := mountStack(dir, fstype)
+	return len(stack) > 0, err
+}
+
+func stackIDs(stack []*mountinfo.Info) []int {
+	ids := make([]int, len(stack))
+	for i, m := range stack {
+		ids[i] = m.ID
+	}
+	return ids
 }
 
 // EnsureMounts mounts bpffs and cgroup2 at the configured paths when they are
