@@ -51,10 +51,13 @@ type Daemon struct {
 	// applied, or found invalid, at start, so the watcher does not parse it
 	// a second time (the bytes are not kept) nor report it twice.
 	loadedSum, rejectedSum *[sha256.Size]byte
-	lastError              string
-	lastApply              *apply.Result
-	applies                int
-	started                time.Time
+	// failedSum is the config file's SHA-256 when applying it at start
+	// failed: the watcher retries it after a backoff.
+	failedSum *[sha256.Size]byte
+	lastError string
+	lastApply *apply.Result
+	applies   int
+	started   time.Time
 }
 
 // appliedView is what readers (/status, /config_dump, metrics) see of the
@@ -149,7 +152,7 @@ func Run(ctx context.Context, opts Options) error {
 		d.setError(cfgErr)
 	} else if err := d.applyModel(model); err != nil {
 		d.mu.Lock()
-		d.loadedSum = nil // retried by the watcher
+		d.loadedSum, d.failedSum = nil, d.loadedSum // retried by the watcher
 		d.mu.Unlock()
 	} else {
 		ok = true
@@ -184,7 +187,8 @@ func Run(ctx context.Context, opts Options) error {
 	var workers sync.WaitGroup // what writes the maps: joined before they close
 	if opts.ConfigPath != "" {
 		d.mu.Lock()
-		wo := config.WatchOptions{Log: opts.Log, Applied: d.loadedSum, Rejected: d.rejectedSum, Restored: d.clearError}
+		wo := config.WatchOptions{Log: opts.Log, Applied: d.loadedSum, Rejected: d.rejectedSum,
+			Failed: d.failedSum, RetryBackoff: opts.ConfigRetryBackoff, Restored: d.clearError}
 		d.mu.Unlock()
 		workers.Go(func() {
 			err := config.Watch(ctx, opts.ConfigPath, wo, d.applyModel, d.setError)

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -19,6 +20,7 @@ import (
 
 	"kmesh.dev/kmesh/daemon/config/configtest"
 	tn "kmesh.dev/kmesh/daemon/internal/testnet"
+	"kmesh.dev/kmesh/daemon/maps"
 )
 
 const (
@@ -407,5 +409,66 @@ func TestLargeYAMLHint(t *testing.T) {
 				t.Errorf("%s config of %d bytes: warning logged %v, want %v", c.name, len(c.content), got, c.warn)
 			}
 		})
+	}
+}
+
+// TestDaemonStartApplyFailure: a config that parses but does not fit the
+// maps (more endpoint slots than they hold) at start does not stop the
+// daemon and writes nothing: the previous daemon's config keeps serving,
+// /ready says why, the failure is counted once (not once per poll), and a
+// fixed file is applied.
+func TestDaemonStartApplyFailure(t *testing.T) {
+	tp := newTopo(t)
+	e := newEnv(t, baseConfig("echo-a"), tp.Client.Path)
+	e.start()
+	wantBackend := func(when, want string) {
+		t.Helper()
+		for range 3 { // new connections, each asking who answers
+			c, err := tp.Client.Dial("tcp", vipL)
+			if err != nil {
+				t.Fatalf("%s: connect %s: %v", when, vipL, err)
+			}
+			r, err := tn.Echo(c, "who")
+			c.Close()
+			if err != nil || r != want+" who" {
+				t.Fatalf("%s: %s answered %q (%v), want %s", when, vipL, r, err, want)
+			}
+		}
+	}
+	wantBackend("first daemon", echoA)
+	e.stop()
+
+	// one cluster of 1024 slots (weights 1 and 1023) more than the maps hold
+	type wc = configtest.WeightedCluster
+	var huge configtest.Config
+	for i := range maps.MaxSlots/maps.MaxSlotsPerCluster + 1 {
+		name := fmt.Sprintf("heavy-%d", i)
+		huge.Services = append(huge.Services, configtest.Service{Name: name, VIP: fmt.Sprintf("10.97.%d.%d:80", i/256, i%256), Clusters: []wc{{Name: name}}})
+		huge.Clusters = append(huge.Clusters, configtest.Cluster{Name: name, Endpoints: []string{echoA, echoB}, Weights: []uint32{1, 1023}})
+	}
+	writeFileAtomic(t, e.cfg, huge.YAML())
+	e.opts.ConfigRetryBackoff = 200 * time.Millisecond
+	e.startWith(func(code int) bool { return code != 0 }) // answering, ready or not
+	if code, body := e.get("/ready"); code != http.StatusServiceUnavailable || !strings.Contains(body, "capacity") {
+		t.Errorf("/ready with a config over capacity at start: %d %s", code, body)
+	}
+	if st := e.status(); !strings.Contains(st.LastError, "slots") {
+		t.Errorf("/status last_error = %q, want the slots that do not fit", st.LastError)
+	}
+	wantBackend("over-capacity config at start", echoA) // the maps were not touched
+	// the watcher retries it after the backoff (200 ms, 400 ms, ...), not at once
+	time.Sleep(500 * time.Millisecond)
+	if v := metricValue(e.metrics(), `kmesh_config_applies_total{result="failed"}`); v < 1 || v > 3 {
+		t.Errorf("failed applies after 500 ms = %v, want 1 at start and at most 2 retries", v)
+	}
+	if v := metricValue(e.metrics(), `kmesh_config_applies_total{result="rejected"}`); v != 0 {
+		t.Errorf("rejected count = %v, want 0 (the file is valid, it does not fit)", v)
+	}
+
+	writeFileAtomic(t, e.cfg, baseConfig("echo-b"))
+	waitFor(t, "ready once the file fits", func() bool { code, _ := e.get("/ready"); return code == http.StatusOK })
+	wantBackend("fixed config", echoB)
+	if st := e.status(); st.LastError != "" {
+		t.Errorf("last_error after the fix: %q", st.LastError)
 	}
 }

@@ -44,6 +44,11 @@ type Options struct {
 	// being gone (their entries are then released); 0 means the default,
 	// 30s; negative checks only at start.
 	EnrollCheckInterval time.Duration
+	// ConfigRetryBackoff is how long the watcher waits before it applies a
+	// config that failed to apply (capacity, kernel write errors) once more;
+	// it doubles with every failure up to 5 minutes. A change of the file is
+	// applied at once. Zero means 1s.
+	ConfigRetryBackoff time.Duration
 	// Node is this daemon's identity (the DaemonSet's downward-API env),
 	// shown in /status.
 	Node Node

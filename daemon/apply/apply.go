@@ -1,6 +1,7 @@
 package apply
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -327,53 +328,63 @@ func (a *Applier) full(next *config.Model) (Result, error) {
 		}
 		wantKey[mk] = k
 	}
+	// What makes room: adopted services next does not have, and adopted
+	// clusters neither kept nor named by a remaining adopted service. They
+	// are removed only once next is known to fit in the room they leave.
+	var gone []maps.Addr
 	named := map[uint32]bool{}
 	for mk, v := range oldSvcs {
 		if _, ok := wantKey[mk]; !ok {
-			if err := a.m.DeleteService(mk); err != nil {
-				return r, fmt.Errorf("apply: remove adopted service %s: %w", mk, err)
-			}
-			a.svcFree.give(v.ServiceID)
-			delete(oldSvcs, mk)
-			r.ServicesRemoved++
+			gone = append(gone, mk)
 			continue
 		}
 		for i := uint32(0); i < v.ClusterCount && i < maps.MaxClusters; i++ {
 			named[v.Clusters[i].ClusterID] = true
 		}
 	}
-	if err := a.dropOrphanSlots(oldCls, oldSlots); err != nil {
-		return r, err
+	drop := func(id uint32) bool { return !kept[id] && !named[id] }
+
+	// Capacity, before the first write.
+	slotsHeld, clustersHeld := 0, 0
+	for id, v := range oldCls {
+		if !drop(id) {
+			slotsHeld += int(v.SlotCount)
+			clustersHeld++
+		}
 	}
-	if err := a.dropClusters(oldCls, func(id uint32) bool { return !kept[id] && !named[id] }, &r); err != nil {
+	c := room{clusters: len(fresh), clustersTotal: len(names), clustersHeld: clustersHeld,
+		clustersFree: a.clFree.available() + (len(oldCls) - clustersHeld), slotsHeld: slotsHeld,
+		servicesFree: a.svcFree.available() + len(gone)}
+	for i := range tables {
+		c.slotsTotal += len(tables[i].Slots)
+	}
+	for _, i := range fresh {
+		c.slots += len(tables[i].Slots)
+	}
+	for mk := range wantKey {
+		if _, ok := oldSvcs[mk]; !ok {
+			c.services++
+		}
+	}
+	if err := c.check(); err != nil {
 		return r, err
 	}
 
-	// Capacity, before the first write of next.
-	slotsHeld := 0
-	for _, v := range oldCls {
-		slotsHeld += int(v.SlotCount)
-	}
-	need := 0
-	for _, i := range fresh {
-		need += len(tables[i].Slots)
-	}
-	if n, free := len(fresh), a.clFree.available(); n > free {
-		return r, fmt.Errorf("apply: %d clusters to write next to %d still in use, %d cluster ids free (of %d); %s: %w",
-			n, len(oldCls), free, maps.MaxClusterIDs, capacityFix, ErrCapacity)
-	}
-	if free := maps.MaxSlots - slotsHeld; need > free {
-		return r, fmt.Errorf("apply: the clusters to write need %d endpoint slots, %d are free next to those still in use (of %d); %s: %w",
-			need, free, maps.MaxSlots, capacityFix, ErrCapacity)
-	}
-	newSvcs := 0
-	for mk := range wantKey {
-		if _, ok := oldSvcs[mk]; !ok {
-			newSvcs++
+	// Make room.
+	slices.SortFunc(gone, func(x, y maps.Addr) int { return cmp.Compare(oldSvcs[x].ServiceID, oldSvcs[y].ServiceID) })
+	for _, mk := range gone {
+		if err := a.m.DeleteService(mk); err != nil {
+			return r, fmt.Errorf("apply: remove adopted service %s: %w", mk, err)
 		}
+		a.svcFree.give(oldSvcs[mk].ServiceID)
+		delete(oldSvcs, mk)
+		r.ServicesRemoved++
 	}
-	if free := a.svcFree.available(); newSvcs > free {
-		return r, fmt.Errorf("apply: %d services to add, %d service ids free (of %d): %w", newSvcs, free, maps.MaxServices, ErrCapacity)
+	if err := a.dropOrphanSlots(oldCls, oldSlots); err != nil {
+		return r, err
+	}
+	if err := a.dropClusters(oldCls, drop, &r); err != nil {
+		return r, err
 	}
 
 	// Write the clusters not taken over.
@@ -453,6 +464,38 @@ func (a *Applier) full(next *config.Model) (Result, error) {
 
 // capacityFix is the way out of a full apply that does not fit next to the
 // entries it replaces.
+// room is what a full apply writes (clusters, of slots; services) next to
+// the entries it keeps, and what the model needs in all.
+type room struct {
+	clusters, clustersTotal, clustersHeld, clustersFree int
+	slots, slotsTotal, slotsHeld                        int
+	services, servicesFree                              int
+}
+
+// check says whether the apply fits and, when not, whether the config is too
+// large for the maps at all or only next to what they hold now.
+func (c room) check() error {
+	if c.clusters > c.clustersFree {
+		if c.clustersTotal > maps.MaxClusterIDs {
+			return fmt.Errorf("apply: %d clusters, the maps hold %d: %w", c.clustersTotal, maps.MaxClusterIDs, ErrCapacity)
+		}
+		return fmt.Errorf("apply: %d clusters to write next to %d still in use, %d cluster ids free (of %d); %s: %w",
+			c.clusters, c.clustersHeld, c.clustersFree, maps.MaxClusterIDs, capacityFix, ErrCapacity)
+	}
+	if free := maps.MaxSlots - c.slotsHeld; c.slots > free {
+		if c.slotsTotal > maps.MaxSlots {
+			return fmt.Errorf("apply: the clusters need %d endpoint slots, the maps hold %d (a cluster's weighted endpoints take up to %d): %w",
+				c.slotsTotal, maps.MaxSlots, maps.MaxSlotsPerCluster, ErrCapacity)
+		}
+		return fmt.Errorf("apply: the clusters to write need %d endpoint slots, %d are free next to those still in use (of %d); %s: %w",
+			c.slots, free, maps.MaxSlots, capacityFix, ErrCapacity)
+	}
+	if c.services > c.servicesFree {
+		return fmt.Errorf("apply: %d services to add, %d service ids free (of %d): %w", c.services, c.servicesFree, maps.MaxServices, ErrCapacity)
+	}
+	return nil
+}
+
 const capacityFix = "the maps must hold the old and the new entries at once while they are replaced without a gap; " +
 	"start with the configuration the node ran before, then change it while the daemon runs (changes apply in place), " +
 	"or run kmesh-daemon uninstall first (connections are not redirected until the daemon is ready again)"

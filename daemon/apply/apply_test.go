@@ -269,6 +269,34 @@ func TestApplyRestartSameConfig(t *testing.T) {
 	check(t, c, mp, moved)
 }
 
+// TestApplyRefusedKeepsAdopted: a restart with a config too large for the
+// maps, none of whose services the maps hold, removes nothing of what they
+// hold (the room those entries would leave is counted, not made, before
+// the capacity check) and says the config is too large, not that it does
+// not fit next to the old one.
+func TestApplyRefusedKeepsAdopted(t *testing.T) {
+	mp := newMaps(t)
+	a := New(mp, quiet())
+	m := model(100, 2)
+	if _, err := a.Apply(m); err != nil {
+		t.Fatal(err)
+	}
+	huge := &config.Model{Version: "huge", Services: map[config.ServiceKey]config.Service{}, Clusters: map[string]config.Cluster{}}
+	for i := range maps.MaxSlots/maps.MaxSlotsPerCluster + 1 { // 1024 slots each: one cluster too many
+		name := fmt.Sprintf("heavy%d", i)
+		ip := netip.AddrFrom4([4]byte{10, 150, byte(i >> 8), byte(i)})
+		huge.Clusters[name] = config.Cluster{Name: name, Endpoints: []config.Endpoint{
+			{Addr: netip.AddrPortFrom(ip, 1), Weight: 1}, {Addr: netip.AddrPortFrom(ip, 2), Weight: 1023}}}
+		huge.Services[config.ServiceKey{Addr: netip.AddrFrom4([4]byte{10, 97, byte(i >> 8), byte(i)}), Port: 80}] =
+			config.Service{Name: name, Clusters: []config.WeightedCluster{{Name: name, Weight: 1}}}
+	}
+	_, err := New(mp, quiet()).Apply(huge)
+	if !errors.Is(err, ErrCapacity) || !strings.Contains(err.Error(), "need 263168 endpoint slots, the maps hold 262144") {
+		t.Fatalf("apply of a config larger than the maps: %v, want ErrCapacity with the sizes", err)
+	}
+	check(t, a, mp, m) // every entry of m still there, nothing of huge
+}
+
 // bumpStats adds 3 redirected connects to a service's and a cluster's
 // counters (as the program would count them).
 func bumpStats(t *testing.T, coll *ebpf.Collection, sid, cid uint32) {

@@ -33,6 +33,14 @@ type WatchOptions struct {
 	// reported already (at start): it is not reported again until the file
 	// changes.
 	Rejected *[sha256.Size]byte
+	// Failed is the SHA-256 of file content whose apply (onChange) failed
+	// at start: it is retried after RetryBackoff, not on the first pass.
+	Failed *[sha256.Size]byte
+	// RetryBackoff is how long Watch waits before it applies content whose
+	// apply failed once more; it doubles with every failure of the same
+	// content, up to RetryMax. A change of the file is applied at once.
+	// Defaults 1s and 5m.
+	RetryBackoff, RetryMax time.Duration
 	// Restored, when set, is called (from Watch's goroutine) when the file
 	// is back at the content applied last after a failure was reported, so
 	// that the caller can stop showing that failure: nothing is applied
@@ -60,8 +68,9 @@ func AppliedSum(content []byte) *[sha256.Size]byte {
 // applied version is skipped.
 //
 // Each new valid version is passed to onChange; if onChange returns an
-// error, that version counts as not applied and is retried on the next
-// event or poll. Every failure (unreadable file, invalid config, onChange
+// error, that version counts as not applied and is retried after
+// RetryBackoff, doubling up to RetryMax while it keeps failing (a failure
+// that depends on the content, such as capacity, is not retried every poll). Every failure (unreadable file, invalid config, onChange
 // error) is logged and passed to onError, which may be nil; an invalid file
 // does not call onChange, so the caller's previous model stays in effect.
 // The same failure is reported once, not on every poll. onChange and
@@ -77,6 +86,12 @@ func Watch(ctx context.Context, path string, opts WatchOptions, onChange func(*M
 	}
 	if opts.PollInterval == 0 {
 		opts.PollInterval = 10 * time.Second
+	}
+	if opts.RetryBackoff <= 0 {
+		opts.RetryBackoff = time.Second
+	}
+	if opts.RetryMax < opts.RetryBackoff {
+		opts.RetryMax = max(5*time.Minute, opts.RetryBackoff)
 	}
 	if opts.Log == nil {
 		opts.Log = logrus.StandardLogger()
@@ -105,6 +120,13 @@ func Watch(ctx context.Context, path string, opts WatchOptions, onChange func(*M
 		w.rejected, w.haveRej = *opts.Rejected, true
 	}
 	w.restored = opts.Restored
+	w.backoff, w.backoffMax = opts.RetryBackoff, opts.RetryMax
+	w.retry = time.NewTimer(time.Hour)
+	w.retry.Stop()
+	defer w.retry.Stop()
+	if opts.Failed != nil {
+		w.failedApply(*opts.Failed)
+	}
 	debounce := time.NewTimer(time.Hour)
 	debounce.Stop()
 	defer debounce.Stop()
@@ -133,6 +155,11 @@ func Watch(ctx context.Context, path string, opts WatchOptions, onChange func(*M
 				debounce.Reset(opts.Debounce)
 			}
 		case <-poll:
+			w.resync()
+			if w.reload() {
+				debounce.Reset(opts.Debounce)
+			}
+		case <-w.retry.C:
 			w.resync()
 			if w.reload() {
 				debounce.Reset(opts.Debounce)
@@ -170,6 +197,33 @@ type watcher struct {
 	// debounce before calling it invalid (an in-place write, `> file` or
 	// os.WriteFile, truncates before it writes).
 	emptySeen bool
+
+	// content whose apply failed: not tried again before retryAt (the
+	// retry timer fires then), each failure doubling the wait
+	failSum             [sha256.Size]byte
+	haveFail            bool
+	failures            int
+	retryAt             time.Time
+	retry               *time.Timer
+	backoff, backoffMax time.Duration
+}
+
+// failedApply records that applying content sum failed and schedules the
+// next attempt; it returns the wait.
+func (w *watcher) failedApply(sum [sha256.Size]byte) time.Duration {
+	if w.haveFail && sum == w.failSum {
+		w.failures++
+	} else {
+		w.failSum, w.haveFail, w.failures = sum, true, 1
+	}
+	wait := w.backoff
+	for i := 1; i < w.failures && wait < w.backoffMax; i++ {
+		wait *= 2
+	}
+	wait = min(wait, w.backoffMax)
+	w.retryAt = time.Now().Add(wait)
+	w.retry.Reset(wait)
+	return wait
 }
 
 // resync points the watches at the current targets: the directory holding
@@ -234,11 +288,13 @@ func (w *watcher) reload() (again bool) {
 		return
 	}
 	if err := w.onChange(m); err != nil {
-		w.fail(fmt.Errorf("apply config %s version %s: %w", w.path, m.Version, err), "apply", false)
+		wait := w.failedApply(sum)
+		w.fail(fmt.Errorf("apply config %s version %s: %w (retried in %v, or when the file changes)", w.path, m.Version, err, wait.Round(time.Millisecond)), "apply", false)
 		return
 	}
 	w.applied, w.haveApp = sum, true
-	w.haveRej, w.lastErr, w.failing = false, "", false
+	w.haveRej, w.lastErr, w.failing, w.haveFail = false, "", false, false
+	w.retry.Stop()
 	w.log.WithFields(logrus.Fields{
 		"phase":    "apply",
 		"version":  m.Version,
@@ -261,6 +317,9 @@ func (w *watcher) unchanged(sum [sha256.Size]byte) bool {
 		}
 		w.lastErr, w.haveRej, w.failing = "", false, false
 		return true
+	}
+	if w.haveFail && sum == w.failSum && time.Now().Before(w.retryAt) {
+		return true // its retry is not due
 	}
 	return w.haveRej && sum == w.rejected
 }

@@ -309,17 +309,68 @@ func TestWatchApplyErrorRetried(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "bootstrap.yaml")
 	write(t, p, cfgVersion(t, 1))
 	var calls atomic.Int32
-	r := startWatch(t, p, config.WatchOptions{PollInterval: 50 * time.Millisecond}, func(*config.Model) error {
+	// no polling: the retry needs neither a poll nor a file change
+	r := startWatch(t, p, config.WatchOptions{RetryBackoff: 50 * time.Millisecond}, func(*config.Model) error {
 		if calls.Add(1) == 1 {
 			return errors.New("map full")
 		}
 		return nil
 	})
-	if err := r.wantError(t); !strings.Contains(err.Error(), "apply config "+p) || !strings.Contains(err.Error(), "map full") {
+	if err := r.wantError(t); !strings.Contains(err.Error(), "apply config "+p) || !strings.Contains(err.Error(), "map full") ||
+		!strings.Contains(err.Error(), "retried in 50ms") {
 		t.Fatalf("error = %v", err)
 	}
-	r.wantModel(t, 1) // retried by the poll, without any file change
+	r.wantModel(t, 1)
 	r.quiet(t)
+}
+
+// Content that keeps failing to apply is retried with a doubling wait, not
+// on every poll; a change of the file is applied at once.
+func TestWatchApplyErrorBackoff(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "bootstrap.yaml")
+	write(t, p, cfgVersion(t, 1))
+	var calls atomic.Int32
+	opts := config.WatchOptions{PollInterval: 10 * time.Millisecond, RetryBackoff: 20 * time.Millisecond, RetryMax: 160 * time.Millisecond}
+	r := startWatch(t, p, opts, func(m *config.Model) error {
+		if endpointN(m) == 1 {
+			calls.Add(1)
+			return errors.New("capacity exceeded")
+		}
+		return nil
+	})
+	// attempts at 0, 20, 60, 140, 300, 460, 620 ms: 7 in 700 ms (70 polls)
+	time.Sleep(700 * time.Millisecond)
+	if n := calls.Load(); n < 4 || n > 9 {
+		t.Errorf("%d attempts in 700 ms with a 20 ms backoff doubling up to 160 ms, want about 7", n)
+	}
+	var waits []string
+	for len(r.errs) > 0 {
+		err := <-r.errs
+		i := strings.Index(err.Error(), "retried in ")
+		if i < 0 {
+			t.Fatalf("error without its retry: %v", err)
+		}
+		waits = append(waits, strings.TrimSuffix(strings.Fields(err.Error()[i+len("retried in "):])[0], ","))
+	}
+	// reported while the message changes; at the cap it is the same again
+	if got := strings.Join(waits, " "); got != "20ms 40ms 80ms 160ms" {
+		t.Errorf("retry waits reported: %s, want 20ms 40ms 80ms 160ms", got)
+	}
+	write(t, p, cfgVersion(t, 2))
+	r.wantModel(t, 2)
+}
+
+// Content whose apply failed at start (WatchOptions.Failed) is not tried
+// again on the first pass, but after the backoff.
+func TestWatchFailedAtStart(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "bootstrap.yaml")
+	write(t, p, cfgVersion(t, 1))
+	begin := time.Now()
+	r := startWatch(t, p, config.WatchOptions{Failed: config.AppliedSum(cfgVersion(t, 1)), RetryBackoff: 500 * time.Millisecond}, nil)
+	r.wantModel(t, 1)
+	if d := time.Since(begin); d < 500*time.Millisecond {
+		t.Errorf("content that failed at start tried again after %v, before the backoff", d)
+	}
 }
 
 func TestWatchArgs(t *testing.T) {

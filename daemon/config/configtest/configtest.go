@@ -32,6 +32,19 @@ type WeightedCluster struct {
 type Cluster struct {
 	Name, Policy string
 	Endpoints    []string // "10.0.0.1:8080"
+	// Weights, when set, are the endpoints' load_balancing_weight, by index.
+	Weights []uint32
+}
+
+// weight renders endpoint i's load_balancing_weight field, if it has one.
+func (c Cluster) weight(i int, json bool) string {
+	if i >= len(c.Weights) {
+		return ""
+	}
+	if json {
+		return fmt.Sprintf(`,"load_balancing_weight":%d`, c.Weights[i])
+	}
+	return fmt.Sprintf(", load_balancing_weight: %d", c.Weights[i])
 }
 
 func (c Cluster) policy() string {
@@ -90,9 +103,9 @@ func (c Config) YAML() string {
 	for _, cl := range c.Clusters {
 		fmt.Fprintf(&b, "  - name: %s\n    type: STATIC\n    lb_policy: %s\n    load_assignment:\n      cluster_name: %s\n      endpoints:\n      - lb_endpoints:\n",
 			cl.Name, cl.policy(), cl.Name)
-		for _, e := range cl.Endpoints {
+		for j, e := range cl.Endpoints {
 			host, port, _ := net.SplitHostPort(e)
-			fmt.Fprintf(&b, "        - endpoint: { address: { socket_address: { address: \"%s\", port_value: %s } } }\n", host, port)
+			fmt.Fprintf(&b, "        - { endpoint: { address: { socket_address: { address: \"%s\", port_value: %s } } }%s }\n", host, port, cl.weight(j, false))
 		}
 	}
 	return b.String()
@@ -134,7 +147,7 @@ func (c Config) JSON() string {
 			if j > 0 {
 				b.WriteString(",")
 			}
-			fmt.Fprintf(&b, `{"endpoint":{"address":{"socket_address":{"address":%q,"port_value":%s}}}}`, host, port)
+			fmt.Fprintf(&b, `{"endpoint":{"address":{"socket_address":{"address":%q,"port_value":%s}}}%s}`, host, port, cl.weight(j, true))
 		}
 		b.WriteString("]}]}}")
 	}
