@@ -13,7 +13,8 @@
 // the common filters and access loggers of extensions.go (which parse and are
 // noted as not applied) are rejected with a *ParseError giving line, column
 // and field path. Watch
-// follows a file (edits, renames, ConfigMap symlink swaps). Default and
+// follows a file (edits, renames, ConfigMap symlink swaps); content whose
+// apply fails is retried with a doubling backoff, not every poll. Default and
 // LoadDefault give the embedded default.yaml.
 //
 // # Model

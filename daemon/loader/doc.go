@@ -8,4 +8,9 @@
 // programs into the pinned links atomically, so traffic never flows without a
 // program. Closing the loader leaves the pins in place; Uninstall removes
 // links, pins and the mounts the loader made.
+//
+// Mounting bpffs and cgroup2 when absent is race-safe: mount(2) stacks a
+// second mount on a mount point instead of refusing it, so the loader makes
+// its mount detached (its ID known), and removes it again when it finds it
+// stacked over another agent's; only a mount it keeps is recorded as its own.
 package loader
