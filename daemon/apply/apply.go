@@ -462,8 +462,6 @@ func (a *Applier) full(next *config.Model) (Result, error) {
 	return r, nil
 }
 
-// capacityFix is the way out of a full apply that does not fit next to the
-// entries it replaces.
 // room is what a full apply writes (clusters, of slots; services) next to
 // the entries it keeps, and what the model needs in all.
 type room struct {
@@ -496,6 +494,8 @@ func (c room) check() error {
 	return nil
 }
 
+// capacityFix is the way out of a full apply that does not fit next to the
+// entries it replaces.
 const capacityFix = "the maps must hold the old and the new entries at once while they are replaced without a gap; " +
 	"start with the configuration the node ran before, then change it while the daemon runs (changes apply in place), " +
 	"or run kmesh-daemon uninstall first (connections are not redirected until the daemon is ready again)"

@@ -70,8 +70,9 @@ func AppliedSum(content []byte) *[sha256.Size]byte {
 // Each new valid version is passed to onChange; if onChange returns an
 // error, that version counts as not applied and is retried after
 // RetryBackoff, doubling up to RetryMax while it keeps failing (a failure
-// that depends on the content, such as capacity, is not retried every poll). Every failure (unreadable file, invalid config, onChange
-// error) is logged and passed to onError, which may be nil; an invalid file
+// that depends on the content, such as capacity, is not retried every
+// poll). Every failure (unreadable file, invalid config, onChange error) is
+// logged and passed to onError, which may be nil; an invalid file
 // does not call onChange, so the caller's previous model stays in effect.
 // The same failure is reported once, not on every poll. onChange and
 // onError are called from Watch's goroutine, one at a time.
@@ -90,9 +91,10 @@ func Watch(ctx context.Context, path string, opts WatchOptions, onChange func(*M
 	if opts.RetryBackoff <= 0 {
 		opts.RetryBackoff = time.Second
 	}
-	if opts.RetryMax < opts.RetryBackoff {
-		opts.RetryMax = max(5*time.Minute, opts.RetryBackoff)
+	if opts.RetryMax <= 0 {
+		opts.RetryMax = 5 * time.Minute
 	}
+	opts.RetryMax = max(opts.RetryMax, opts.RetryBackoff)
 	if opts.Log == nil {
 		opts.Log = logrus.StandardLogger()
 	}
@@ -130,10 +132,15 @@ func Watch(ctx context.Context, path string, opts WatchOptions, onChange func(*M
 	debounce := time.NewTimer(time.Hour)
 	debounce.Stop()
 	defer debounce.Stop()
-	w.resync()
-	if w.reload() {
-		debounce.Reset(opts.Debounce) // found empty: look again, as for an event
+	// one pass: resync the watches, reload; a file found empty (an in-place
+	// write in progress) is looked at again after the debounce, as for an event
+	pass := func() {
+		w.resync()
+		if w.reload() {
+			debounce.Reset(opts.Debounce)
+		}
 	}
+	pass()
 	// after the first pass: a reload from here on is a change of the file
 	w.log.WithFields(logrus.Fields{"phase": "watch", "poll_interval": opts.PollInterval}).Info("watching config")
 
@@ -150,20 +157,11 @@ func Watch(ctx context.Context, path string, opts WatchOptions, onChange func(*M
 		case <-n.events():
 			debounce.Reset(opts.Debounce)
 		case <-debounce.C:
-			w.resync()
-			if w.reload() {
-				debounce.Reset(opts.Debounce)
-			}
+			pass()
 		case <-poll:
-			w.resync()
-			if w.reload() {
-				debounce.Reset(opts.Debounce)
-			}
+			pass()
 		case <-w.retry.C:
-			w.resync()
-			if w.reload() {
-				debounce.Reset(opts.Debounce)
-			}
+			pass()
 		}
 	}
 }

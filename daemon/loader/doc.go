@@ -10,7 +10,9 @@
 // links, pins and the mounts the loader made.
 //
 // Mounting bpffs and cgroup2 when absent is race-safe: mount(2) stacks a
-// second mount on a mount point instead of refusing it, so the loader makes
-// its mount detached (its ID known), and removes it again when it finds it
-// stacked over another agent's; only a mount it keeps is recorded as its own.
+// second mount on a mount point instead of refusing it, so kmesh mounters
+// take turns (a flock on the parent directory), and against other agents the
+// loader makes its mount detached (its ID known) and removes it again when it
+// finds it stacked over another agent's; only a mount it keeps is recorded as
+// its own.
 package loader

@@ -16,14 +16,23 @@ import (
 // already there, and reports whether it mounted. At node start another agent
 // (or a second kmesh container) can mount the same directory at the same
 // moment. mount(2) does not refuse a second mount on a mount point: it stacks
-// it, and pins made in the lower one become invisible. So ensureMount learns
-// the ID of the mount it made and settles a stack it finds itself in: the
-// lowest mount wins, a kmesh mount above another one is removed again.
+// it, and pins made in the lower one become invisible. kmesh mounters take
+// turns (an exclusive flock on dir's parent directory, which every kmesh
+// container on the node sees through the same host mount); against other
+// agents, ensureMount learns the ID of the mount it made and settles a stack
+// it finds itself in: the lowest mount wins, a kmesh mount above another one
+// is removed again.
 func ensureMount(fstype, dir string, log logrus.FieldLogger) (bool, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return false, fmt.Errorf("create mount point %s: %w", dir, err)
 	}
 	log = log.WithFields(logrus.Fields{"fstype": fstype, "path": dir})
+	unlock, err := lockDir(filepath.Dir(dir))
+	if err != nil {
+		log.WithError(err).Warn("mounting without the lock kmesh mounters share: a kmesh container starting at the same moment may stack a mount (settled as for other agents)")
+	} else {
+		defer unlock()
+	}
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
 		if attempt > 0 {
@@ -50,6 +59,10 @@ func ensureMount(fstype, dir string, log logrus.FieldLogger) (bool, error) {
 			return false, fmt.Errorf("mount %s at %s: %w", fstype, dir, err)
 		}
 		mine, err := settleStack(fstype, dir, id, log)
+		if errors.Is(err, errMountGone) { // another agent removed it: look again
+			lastErr = err
+			continue
+		}
 		if err != nil {
 			return false, fmt.Errorf("mount %s at %s: %w", fstype, dir, err)
 		}
@@ -60,6 +73,22 @@ func ensureMount(fstype, dir string, log logrus.FieldLogger) (bool, error) {
 	}
 	return false, fmt.Errorf("mount %s at %s: %w", fstype, dir, lastErr)
 }
+
+// lockDir takes an exclusive flock on directory dir; unlock releases it.
+func lockDir(dir string) (unlock func(), err error) {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s to lock it: %w", dir, err)
+	}
+	if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
+	}
+	return func() { unix.Close(fd) }, nil // closing the last descriptor releases the lock
+}
+
+// errMountGone: the mount kmesh made is no longer at its mount point.
+var errMountGone = errors.New("the new mount is no longer at its mount point: another agent unmounted or moved it")
 
 // mountAt mounts a new fstype at dir and returns the new mount's ID. It
 // creates the mount detached (fsopen, fsmount) so that its ID is known before
@@ -128,6 +157,7 @@ func mountID(dirfd int, path string) (uint64, error) {
 // visible one, does not claim it, and warns.
 func settleStack(fstype, dir string, id uint64, log logrus.FieldLogger) (mine bool, err error) {
 	deadline := time.Now().Add(time.Second)
+	var busy error // the last unmount of ours refused as busy
 	for {
 		stack, err := mountStack(dir, fstype)
 		if err != nil {
@@ -141,7 +171,7 @@ func settleStack(fstype, dir string, id uint64, log logrus.FieldLogger) (mine bo
 		}
 		switch {
 		case pos < 0:
-			return false, fmt.Errorf("the new mount (ID %d) is not at %s: it was unmounted or moved by another agent", id, dir)
+			return false, fmt.Errorf("mount ID %d at %s: %w", id, dir, errMountGone)
 		case len(stack) == 1:
 			return true, nil
 		case pos > 0 && pos == len(stack)-1:
@@ -149,13 +179,22 @@ func settleStack(fstype, dir string, id uint64, log logrus.FieldLogger) (mine bo
 			if top, err := mountID(unix.AT_FDCWD, dir); err != nil || top != id {
 				break // changed under us: look again
 			}
-			if err := unix.Unmount(dir, unix.UMOUNT_NOFOLLOW); err != nil {
+			err := unix.Unmount(dir, unix.UMOUNT_NOFOLLOW)
+			if errors.Is(err, unix.EBUSY) {
+				// another mounter's path lookup holds it for a moment
+				busy = fmt.Errorf("remove kmesh's mount (ID %d) stacked on mount %d: %w", id, stack[pos-1].ID, err)
+				break
+			}
+			if err != nil {
 				return false, fmt.Errorf("remove kmesh's mount (ID %d) stacked on mount %d: %w", id, stack[pos-1].ID, err)
 			}
 			log.WithFields(logrus.Fields{"mount_id": stack[pos-1].ID}).Info("another agent mounted at the same moment: using its mount")
 			return false, nil
 		}
 		if time.Now().After(deadline) {
+			if busy != nil && pos == len(stack)-1 {
+				return false, busy
+			}
 			log.WithFields(logrus.Fields{"mount_id": id, "mount_ids": stackIDs(stack)}).Warn("another agent mounted over kmesh's mount at the same moment and kept its mount: " +
 				"kmesh uses the visible one and leaves its own (empty, hidden) below it; unmount the extra one when convenient")
 			return false, nil
