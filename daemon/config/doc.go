@@ -8,7 +8,11 @@
 // Translate is the core and takes go-control-plane types, so the local-file
 // mode and an xDS client share it. ParseBootstrap (YAML or JSON, decoded with
 // protojson; YAML is converted to JSON first) and LoadFile read a bootstrap
-// and translate its static_resources. Unknown fields and typed_config @type
+// and translate its static_resources. The elements of
+// static_resources.listeners and .clusters are decoded in parallel, one
+// goroutine per CPU (decode.go: a JSON tokenizer finds them, the rest of the
+// document is decoded on its own); the message is the one-piece decode's,
+// and input that fails is decoded again in one piece for protojson's error. Unknown fields and typed_config @type
 // values other than tcp_proxy, http_connection_manager, the router filter and
 // the common filters and access loggers of extensions.go (which parse and are
 // noted as not applied) are rejected with a *ParseError giving line, column

@@ -15,7 +15,6 @@ import (
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	"go.yaml.in/yaml/v3"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	// Registered so that typed_config (google.protobuf.Any) of these types
 	// resolves while decoding; other @type values are rejected.
@@ -166,8 +165,8 @@ func DecodeBootstrap(data []byte, format Format) (*bootstrapv3.Bootstrap, error)
 	default:
 		return nil, fmt.Errorf("parse bootstrap: unknown format %v", format)
 	}
-	b := new(bootstrapv3.Bootstrap)
-	if err := protojson.Unmarshal(jsonData, b); err != nil {
+	b, err := decodeJSON(jsonData, decodeWorkers())
+	if err != nil {
 		var yamlData []byte
 		if format == FormatYAML {
 			yamlData = data

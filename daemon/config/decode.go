@@ -1,0 +1,231 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	"github.com/go-json-experiment/json/jsontext"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+)
+
+// decodeJSON decodes a JSON bootstrap with protojson. Most of a large
+// bootstrap is static_resources.listeners and .clusters, and protojson is
+// single-threaded (~70 ms per MB), so those elements are decoded on up to
+// workers goroutines and the rest of the document (with the two arrays
+// emptied) on its own: the result is the message protojson.Unmarshal gives
+// for the whole document. Whenever that split does not apply (a shape it
+// does not take apart: the arrays null or spelled twice, an element not an
+// object) or any part fails, the whole document is decoded in one piece, so
+// an error is protojson's own for the whole input, with its line and column.
+func decodeJSON(data []byte, workers int) (*bootstrapv3.Bootstrap, error) {
+	if b, ok := decodeSplit(data, workers); ok {
+		return b, nil
+	}
+	b := new(bootstrapv3.Bootstrap)
+	if err := protojson.Unmarshal(data, b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// span is a byte range [start, end) of the input.
+type span struct{ start, end int }
+
+// resourceSpans is where static_resources' listeners and clusters are in a
+// JSON bootstrap.
+type resourceSpans struct {
+	listeners, clusters []span // each element, an object
+	arrays              []span // the arrays themselves, in input order
+}
+
+// errNoSplit is returned by splitResources for input it leaves to the
+// one-piece decode.
+var errNoSplit = errors.New("input not split")
+
+// splitResources finds the elements of static_resources.listeners and
+// .clusters. It reads the whole input with a JSON tokenizer (syntax, UTF-8
+// and duplicate names are checked on the way) and returns errNoSplit for
+// anything but one static_resources object holding each array at most once
+// with only objects in it.
+func splitResources(data []byte) (resourceSpans, error) {
+	var rs resourceSpans
+	d := jsontext.NewDecoder(bytes.NewBuffer(data))
+	if t, err := d.ReadToken(); err != nil || t.Kind() != '{' {
+		return rs, errNoSplit
+	}
+	seenStatic := false
+	for d.PeekKind() != '}' {
+		name, err := d.ReadToken()
+		if err != nil {
+			return rs, errNoSplit
+		}
+		// protojson takes a field's proto name and its JSON (lowerCamel)
+		// name; the tokenizer has already unescaped the name.
+		if n := name.String(); n != "static_resources" && n != "staticResources" {
+			if err := d.SkipValue(); err != nil {
+				return rs, errNoSplit
+			}
+			continue
+		}
+		if seenStatic {
+			return rs, errNoSplit
+		}
+		seenStatic = true
+		if t, err := d.ReadToken(); err != nil || t.Kind() != '{' {
+			return rs, errNoSplit
+		}
+		var seenL, seenC bool
+		for d.PeekKind() != '}' {
+			name, err := d.ReadToken()
+			if err != nil {
+				return rs, errNoSplit
+			}
+			var dst *[]span
+			switch name.String() {
+			case "listeners":
+				if seenL {
+					return rs, errNoSplit
+				}
+				seenL, dst = true, &rs.listeners
+			case "clusters":
+				if seenC {
+					return rs, errNoSplit
+				}
+				seenC, dst = true, &rs.clusters
+			default:
+				if err := d.SkipValue(); err != nil {
+					return rs, errNoSplit
+				}
+				continue
+			}
+			if t, err := d.ReadToken(); err != nil || t.Kind() != '[' {
+				return rs, errNoSplit
+			}
+			start := int(d.InputOffset()) - 1
+			for d.PeekKind() != ']' {
+				if d.PeekKind() != '{' {
+					return rs, errNoSplit
+				}
+				v, err := d.ReadValue()
+				if err != nil {
+					return rs, errNoSplit
+				}
+				end := int(d.InputOffset())
+				*dst = append(*dst, span{end - len(v), end})
+			}
+			if _, err := d.ReadToken(); err != nil {
+				return rs, errNoSplit
+			}
+			rs.arrays = append(rs.arrays, span{start, int(d.InputOffset())})
+		}
+		if _, err := d.ReadToken(); err != nil {
+			return rs, errNoSplit
+		}
+	}
+	if _, err := d.ReadToken(); err != nil {
+		return rs, errNoSplit
+	}
+	if _, err := d.ReadToken(); err != io.EOF {
+		return rs, errNoSplit
+	}
+	return rs, nil
+}
+
+// elementsPerGrab is how many elements a decoding goroutine takes at once:
+// enough that the shared counter is not contended, few enough that the
+// goroutines finish together.
+const elementsPerGrab = 64
+
+// decodeSplit is decodeJSON's parallel path; ok is false when it does not
+// apply or a part did not decode.
+func decodeSplit(data []byte, workers int) (*bootstrapv3.Bootstrap, bool) {
+	rs, err := splitResources(data)
+	if err != nil {
+		return nil, false
+	}
+	// The rest: the input with each array replaced by [] (which keeps the
+	// field present, so static_resources is set as it would be).
+	rest := make([]byte, 0, len(data)-totalLen(rs.arrays)+2*len(rs.arrays))
+	prev := 0
+	for _, a := range rs.arrays {
+		rest = append(rest, data[prev:a.start]...)
+		rest = append(rest, "[]"...)
+		prev = a.end
+	}
+	rest = append(rest, data[prev:]...)
+	b := new(bootstrapv3.Bootstrap)
+	if err := protojson.Unmarshal(rest, b); err != nil {
+		return nil, false
+	}
+	if len(rs.arrays) == 0 {
+		return b, true
+	}
+
+	listeners := make([]*listenerv3.Listener, len(rs.listeners))
+	clusters := make([]*clusterv3.Cluster, len(rs.clusters))
+	n := len(listeners) + len(clusters)
+	msg := func(i int) (proto.Message, span) {
+		if i < len(listeners) {
+			listeners[i] = new(listenerv3.Listener)
+			return listeners[i], rs.listeners[i]
+		}
+		i -= len(listeners)
+		clusters[i] = new(clusterv3.Cluster)
+		return clusters[i], rs.clusters[i]
+	}
+	workers = min(max(workers, 1), (n+elementsPerGrab-1)/elementsPerGrab)
+	var next atomic.Int64
+	var failed atomic.Bool
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for !failed.Load() {
+				first := int(next.Add(elementsPerGrab)) - elementsPerGrab
+				if first >= n {
+					return
+				}
+				for i := first; i < min(first+elementsPerGrab, n); i++ {
+					m, s := msg(i)
+					if err := protojson.Unmarshal(data[s.start:s.end], m); err != nil {
+						failed.Store(true)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if failed.Load() {
+		return nil, false
+	}
+	if b.StaticResources == nil { // the rest had static_resources; not reached
+		return nil, false
+	}
+	if len(listeners) > 0 { // an empty array decodes to nil
+		b.StaticResources.Listeners = listeners
+	}
+	if len(clusters) > 0 {
+		b.StaticResources.Clusters = clusters
+	}
+	return b, true
+}
+
+func totalLen(spans []span) int {
+	n := 0
+	for _, s := range spans {
+		n += s.end - s.start
+	}
+	return n
+}
+
+// decodeWorkers is the number of goroutines decodeJSON uses: one per CPU
+// the process may run on (GOMAXPROCS follows the container's CPU limit).
+func decodeWorkers() int { return runtime.GOMAXPROCS(0) }
