@@ -151,9 +151,10 @@ func TestDaemonConfigNotesAndRecovery(t *testing.T) {
 }
 
 // TestDaemonPassthrough: a VIP a listener claims but compat mode cannot
-// serve (its only chain matches on SNI) keeps its original destination; it
-// does not fall through to the port's wildcard service, which still serves
-// every other VIP.
+// serve (its only chain matches on SNI), and one a listener sends to an
+// ORIGINAL_DST cluster (Istio's PassthroughCluster), keep their original
+// destination; they do not fall through to the port's wildcard service,
+// which still serves every other VIP.
 func TestDaemonPassthrough(t *testing.T) {
 	tp := newTopo(t)
 	type wc = configtest.WeightedCluster
@@ -162,27 +163,54 @@ func TestDaemonPassthrough(t *testing.T) {
 		Clusters: []configtest.Cluster{{Name: "a", Endpoints: []string{tn.A1}}},
 	}.YAML()
 	cfg = withSNIListener(cfg, "tls-only", "10.96.0.77:80", "a")
+	cfg = withOriginalDst(cfg, "external", "10.96.0.78:80")
 	e := newEnv(t, cfg, tp.Client.Path)
 	e.start()
-	var pt *ServiceStatus
 	st := e.status()
-	for i, s := range st.Services {
-		if s.Key == "10.96.0.77:80" {
-			pt = &st.Services[i]
+	for _, vip := range []string{"10.96.0.77:80", "10.96.0.78:80"} {
+		var pt *ServiceStatus
+		for i, s := range st.Services {
+			if s.Key == vip {
+				pt = &st.Services[i]
+			}
 		}
-	}
-	if pt == nil || !pt.Passthrough || len(pt.Clusters) != 0 {
-		t.Fatalf("/status services %+v: want 10.96.0.77:80 passthrough", st.Services)
+		if pt == nil || !pt.Passthrough || len(pt.Clusters) != 0 {
+			t.Fatalf("/status services %+v: want %s passthrough", st.Services, vip)
+		}
+		if got, err := tp.Client.Fetch(vip, 1); err == nil {
+			t.Errorf("passthrough VIP %s reached %v: it must keep its (unroutable) destination, not take the wildcard's cluster", vip, got)
+		}
 	}
 	if got, err := tp.Client.Fetch(tn.VIP, 2); err != nil || count(got)[tn.A1] != 2 {
 		t.Errorf("another VIP on port 80: %v %v, want the wildcard's %s", got, err, tn.A1)
 	}
-	if got, err := tp.Client.Fetch("10.96.0.77:80", 1); err == nil {
-		t.Errorf("passthrough VIP reached %v: it must keep its (unroutable) destination, not take the wildcard's cluster", got)
-	}
 	if v := metricValue(e.metrics(), `kmesh_service_connections_redirected_total{service="any",vip="0.0.0.0:80"}`); v != 2 {
-		t.Errorf("wildcard redirected %v connections, want 2 (the passthrough VIP's connect is not its)", v)
+		t.Errorf("wildcard redirected %v connections, want 2 (the passthrough VIPs' connects are not its)", v)
 	}
+}
+
+// withOriginalDst adds to a configtest YAML config a tcp_proxy listener on
+// addr to a cluster of type ORIGINAL_DST, as Istio writes PassthroughCluster.
+func withOriginalDst(cfg, name, addr string) string {
+	ap := netip.MustParseAddrPort(addr)
+	cfg = strings.Replace(cfg, "  listeners:\n", fmt.Sprintf(`  listeners:
+  - name: %s
+    address: { socket_address: { address: "%s", port_value: %d } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: %s
+          cluster: PassthroughCluster
+`, name, ap.Addr(), ap.Port(), name), 1)
+	return strings.Replace(cfg, "\n  clusters:\n", `
+  clusters:
+  - name: PassthroughCluster
+    type: ORIGINAL_DST
+    lb_policy: CLUSTER_PROVIDED
+    connect_timeout: 10s
+`, 1)
 }
 
 // withSNIListener adds to a configtest YAML config a listener on addr whose

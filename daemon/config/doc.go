@@ -85,10 +85,16 @@
 // ROUND_ROBIN (default) or RANDOM; endpoints with an IP-literal
 // socket_address, port_value > 0 and load_balancing_weight (default 1).
 // Priority > 0 localities and UNHEALTHY, DRAINING and TIMEOUT endpoints are
-// excluded with a note. Any other cluster type (EDS, STRICT_DNS,
-// LOGICAL_DNS, ORIGINAL_DST, custom), lb_policy or load_balancing_policy is
-// an error naming the cluster, because silently balancing differently than
-// configured is worse than keeping the last good config.
+// excluded with a note. A cluster of type ORIGINAL_DST (Istio's
+// PassthroughCluster; lb_policy CLUSTER_PROVIDED, no load_assignment, no
+// original_dst_lb_config) sends each connection where the application
+// connected, which compat mode does by not rewriting it: a specific key
+// whose whole weight is on such clusters is a passthrough service, a
+// wildcard key gets no entry, and a share of a split is an error. Any other
+// cluster type (EDS, STRICT_DNS, LOGICAL_DNS, custom), lb_policy or
+// load_balancing_policy is an error naming the cluster, because silently
+// balancing differently than configured is worse than keeping the last good
+// config.
 //
 // # Fields not applied
 //

@@ -336,6 +336,7 @@ func newRuleSet() *ruleSet {
 			"dns_resolvers", "use_tcp_for_dns_lookups", "dns_resolution_config", "typed_dns_resolver_config",
 			"wait_for_warm_on_init", "cleanup_interval",
 			// configs of lb_policy values compat mode rejects; Envoy ignores them for ROUND_ROBIN and RANDOM
+			// (original_dst_lb_config of an ORIGINAL_DST cluster is an issue of translate.go)
 			"ring_hash_lb_config", "maglev_lb_config", "original_dst_lb_config", "least_request_lb_config",
 			"close_connections_on_host_health_failure", "ignore_health_on_host_removal",
 			"lrs_server", "lrs_report_endpoint_metrics", "track_timeout_budgets", "track_cluster_stats",

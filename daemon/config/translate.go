@@ -31,6 +31,7 @@ func Translate(listeners []*listenerv3.Listener, clusters []*clusterv3.Cluster) 
 		rules:       fieldRuleSet(),
 		clusters:    make(map[string]Cluster, len(clusters)),
 		clusterSeen: make(map[string]string, len(clusters)),
+		origDst:     make(map[string]struct{}),
 		services:    make(map[ServiceKey]Service, len(listeners)),
 		claims:      make([]claim, 0, len(listeners)),
 		firstClaim:  make(map[ServiceKey]int, len(listeners)),
@@ -60,6 +61,9 @@ type translator struct {
 	issueSeen map[Issue]bool
 	notes     []Note
 	clusters  map[string]Cluster
+	// origDst holds the valid ORIGINAL_DST clusters: no endpoints, a
+	// service sent to them keeps its original destination.
+	origDst map[string]struct{}
 	// clusterSeen maps every cluster name met (valid or not) to its object
 	// description, to report duplicates and to not report references to an
 	// invalid cluster as unknown.
@@ -198,6 +202,7 @@ func (t *translator) cluster(i int, c *clusterv3.Cluster) {
 	}
 	t.clusterSeen[name] = obj
 	ok := true
+	origDst := false
 
 	switch ct := c.GetClusterDiscoveryType().(type) {
 	case nil:
@@ -211,8 +216,7 @@ func (t *translator) cluster(i int, c *clusterv3.Cluster) {
 			t.issue(obj, "type %s is not supported (compat mode rewrites connect() to IP endpoints and resolves no names); use type STATIC with IP endpoints", ct.Type)
 			ok = false
 		case clusterv3.Cluster_ORIGINAL_DST:
-			t.issue(obj, "type ORIGINAL_DST is not supported (connections no service matches already keep their original destination); remove the cluster or use type STATIC")
-			ok = false
+			origDst = true
 		default:
 			t.issue(obj, "type %s is not supported; use type STATIC", ct.Type)
 			ok = false
@@ -227,6 +231,13 @@ func (t *translator) cluster(i int, c *clusterv3.Cluster) {
 	case c.GetLoadBalancingPolicy() != nil || c.GetLbPolicy() == clusterv3.Cluster_LOAD_BALANCING_POLICY_CONFIG:
 		t.issue(obj, "load_balancing_policy is not supported; use lb_policy ROUND_ROBIN or RANDOM")
 		ok = false
+	case origDst:
+		// Envoy takes CLUSTER_PROVIDED and, for compatibility, the
+		// default (ROUND_ROBIN, which cannot be told from unset).
+		if p := c.GetLbPolicy(); p != clusterv3.Cluster_CLUSTER_PROVIDED && p != clusterv3.Cluster_ROUND_ROBIN {
+			t.issue(obj, "type ORIGINAL_DST takes lb_policy CLUSTER_PROVIDED, not %s", p)
+			ok = false
+		}
 	case c.GetLbPolicy() == clusterv3.Cluster_ROUND_ROBIN:
 		policy = RoundRobin
 	case c.GetLbPolicy() == clusterv3.Cluster_RANDOM:
@@ -238,11 +249,34 @@ func (t *translator) cluster(i int, c *clusterv3.Cluster) {
 
 	t.unapplied(obj, c, t.rules.cluster)
 
+	if origDst {
+		if t.originalDst(obj, c) && ok {
+			t.origDst[name] = struct{}{}
+		}
+		return
+	}
 	eps, epOK := t.endpoints(obj, c.GetLoadAssignment())
 	if !ok || !epOK {
 		return
 	}
 	t.clusters[name] = Cluster{Name: name, Policy: policy, Endpoints: eps}
+}
+
+// originalDst checks the parts of an ORIGINAL_DST cluster that decide where
+// its connections go. Such a cluster sends each connection to the address
+// the application connected to, which is what compat mode does by not
+// rewriting it: a service served by it alone is passthrough.
+func (t *translator) originalDst(obj string, c *clusterv3.Cluster) bool {
+	ok := true
+	if c.GetLoadAssignment() != nil {
+		t.issue(obj, "an ORIGINAL_DST cluster has no load_assignment (Envoy rejects it too): its connections keep their original destination; remove load_assignment or use type STATIC")
+		ok = false
+	}
+	if cfg := c.GetOriginalDstLbConfig(); cfg != nil && populated(cfg.ProtoReflect()) {
+		t.issue(obj, "original_dst_lb_config is not supported (a destination from an HTTP header, metadata or a port override): compat mode leaves each connection at the address the application connected to; remove original_dst_lb_config")
+		ok = false
+	}
+	return ok
 }
 
 func (t *translator) endpoints(obj string, la *endpointv3.ClusterLoadAssignment) ([]Endpoint, bool) {
@@ -964,7 +998,15 @@ func (t *translator) resolveClaims() {
 			if c.pass {
 				continue
 			}
-			if list, ok := t.weights(c); ok && j == win {
+			list, pass, ok := t.weights(c)
+			switch {
+			case !ok || j != win:
+			case pass && c.key.Wildcard():
+				// Sent to an ORIGINAL_DST cluster: connections no key
+				// matches keep their original destination anyway.
+			case pass:
+				t.services[c.key] = Service{Name: c.src.name, Listener: c.src.listener}
+			default:
 				t.services[c.key] = Service{Name: c.src.name, Listener: c.src.listener, Clusters: list}
 			}
 		}
@@ -987,9 +1029,10 @@ func (t *translator) resolveClaims() {
 }
 
 // weights validates the clusters of a served claim and returns them in
-// canonical form.
-func (t *translator) weights(c *claim) ([]WeightedCluster, bool) {
-	ok := true
+// canonical form; pass is true when the claim's whole weight is on
+// ORIGINAL_DST clusters (list is then empty: the service is passthrough).
+func (t *translator) weights(c *claim) (list []WeightedCluster, pass, ok bool) {
+	ok = true
 	// Merge repeated names (sorted, so duplicates are adjacent).
 	sorted := make([]rawWeight, 0, len(c.ws))
 	for _, w := range c.ws {
@@ -1006,8 +1049,9 @@ func (t *translator) weights(c *claim) ([]WeightedCluster, bool) {
 		sorted = append(sorted, w)
 	}
 	slices.SortFunc(sorted, func(a, b rawWeight) int { return strings.Compare(a.name, b.name) })
-	var total uint64
-	list := make([]WeightedCluster, 0, len(sorted))
+	var total, origDstWeight uint64
+	var origDstName string
+	list = make([]WeightedCluster, 0, len(sorted))
 	for i := 0; i < len(sorted); {
 		name := sorted[i].name
 		w := uint64(sorted[i].weight)
@@ -1018,6 +1062,11 @@ func (t *translator) weights(c *claim) ([]WeightedCluster, bool) {
 			continue
 		}
 		total += w
+		if _, od := t.origDst[name]; od {
+			origDstWeight += w
+			origDstName = name
+			continue
+		}
 		cl, valid := t.clusters[name]
 		if !valid {
 			ok = false // the cluster has an issue of its own
@@ -1029,20 +1078,25 @@ func (t *translator) weights(c *claim) ([]WeightedCluster, bool) {
 		t.checkFamily(c.sobj, c.key, cl)
 	}
 	if !ok {
-		return nil, false
+		return nil, false, false
 	}
 	switch {
 	case total == 0:
 		t.issue(c.sobj(), "total weight is 0; give at least one cluster a weight above 0")
-		return nil, false
+		return nil, false, false
 	case total > math.MaxUint32:
 		t.issue(c.sobj(), "cluster weights sum to %d, more than %d", total, uint32(math.MaxUint32))
-		return nil, false
+		return nil, false, false
+	case origDstWeight == total:
+		return nil, true, true
+	case origDstWeight > 0:
+		t.issue(c.sobj(), "weighted_clusters gives ORIGINAL_DST cluster %q a share next to other clusters; compat mode either rewrites a service's connections or leaves them all at their original destination; split between STATIC clusters only", origDstName)
+		return nil, false, false
 	case len(list) > MaxWeightedClusters:
 		t.issue(c.sobj(), "splits across %d clusters, more than the limit of %d", len(list), MaxWeightedClusters)
-		return nil, false
+		return nil, false, false
 	}
-	return list, true
+	return list, false, true
 }
 
 // checkFamily rejects endpoints of another address family than the service:

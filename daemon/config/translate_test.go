@@ -11,9 +11,11 @@ import (
 )
 
 var (
-	cA  = cluster("a", ep("10.244.0.1", 8080))
-	cB  = cluster("b", ep("10.244.0.2", 8080))
-	cA6 = cluster("a6", ep("fd00::1", 8080))
+	cA = cluster("a", ep("10.244.0.1", 8080))
+	cB = cluster("b", ep("10.244.0.2", 8080))
+	// cOrigDst is an ORIGINAL_DST cluster as Istio writes PassthroughCluster.
+	cOrigDst = func(name string) M { return M{"name": name, "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED"} }
+	cA6      = cluster("a6", ep("fd00::1", 8080))
 )
 
 func TestTranslateSupported(t *testing.T) {
@@ -386,13 +388,25 @@ func TestTranslateRejected(t *testing.T) {
 			M{"name": "e", "type": "EDS", "eds_cluster_config": M{"eds_config": M{"ads": M{}}}},
 			with(cluster("d", ep("10.244.0.3", 80)), "type", "STRICT_DNS"),
 			with(cluster("ld", ep("10.244.0.3", 80)), "type", "LOGICAL_DNS"),
-			M{"name": "o", "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED"}),
+			with(cluster("cp", ep("10.244.0.3", 80)), "lb_policy", "CLUSTER_PROVIDED")),
 		want: []string{
 			`cluster "e": type EDS is not supported by the local-file translator (endpoints come only from an xDS server); use type STATIC with load_assignment`,
 			`cluster "d": type STRICT_DNS is not supported`,
 			`cluster "ld": type LOGICAL_DNS is not supported`,
-			`cluster "o": type ORIGINAL_DST is not supported`,
-			`cluster "o": lb_policy CLUSTER_PROVIDED is not supported`,
+			`cluster "cp": lb_policy CLUSTER_PROVIDED is not supported`,
+		},
+	}, {
+		name: "ORIGINAL_DST clusters that would not keep the original destination, or only for a share",
+		cfg: boot(ls(tcpL("l", "10.96.0.10", 80, weighted("a", 90, "od", 10))),
+			cA, cOrigDst("od"),
+			with(cOrigDst("o1"), "lb_policy", "RANDOM"),
+			with(cluster("o2", ep("10.244.0.3", 80)), "type", "ORIGINAL_DST", "lb_policy", "CLUSTER_PROVIDED"),
+			with(cOrigDst("o3"), "original_dst_lb_config", M{"upstream_port_override": 8080})),
+		want: []string{
+			`cluster "o1": type ORIGINAL_DST takes lb_policy CLUSTER_PROVIDED, not RANDOM`,
+			`cluster "o2": an ORIGINAL_DST cluster has no load_assignment (Envoy rejects it too)`,
+			`cluster "o3": original_dst_lb_config is not supported`,
+			`service 10.96.0.10:80 (listener "l"): weighted_clusters gives ORIGINAL_DST cluster "od" a share next to other clusters`,
 		},
 	}, {
 		name: "a service naming an invalid cluster reports the cluster only",
@@ -585,6 +599,31 @@ func TestTranslatePassthrough(t *testing.T) {
 		notes: []string{
 			`listener "h" virtual_host "other-port": domain "10.96.0.40:8080": port differs from the listener port 80, so no connection to this listener has that Host (ignored)`,
 			`listener "h" virtual_host "other-port": selected by Host header only; compat mode sends every connection to 10.96.0.40:80 to virtual host "star" (needs enhanced mode)`,
+		},
+	}, {
+		// Istio's sidecar config: the outbound capture listener and the
+		// allow_any virtual host send what no service matches to
+		// PassthroughCluster (ORIGINAL_DST); a service may too.
+		name: "ORIGINAL_DST: a wildcard key sent to it gets no entry, a specific one is passthrough",
+		cfg: boot(ls(
+			with(tcpL("virtualOutbound", "0.0.0.0", 15001, to("PassthroughCluster")), "use_original_dst", true),
+			tcpL("vip", "10.96.0.50", 80, to("PassthroughCluster")),
+			hcmL("zero-share", "10.96.0.51", 80,
+				vhost("v", []string{"*"}, route("", catchAll, routeWeighted("a", 10, "PassthroughCluster", 0)))),
+			hcmL("h", "0.0.0.0", 8080,
+				vhost("svc", []string{"10.96.0.60"}, route("", catchAll, to("a"))),
+				vhost("external", []string{"10.96.0.62:8080"}, route("", catchAll, to("PassthroughCluster"))),
+				vhost("any", []string{"*"}, route("", catchAll, to("b")))),
+			hcmL("allow-any", "0.0.0.0", 9090,
+				vhost("svc", []string{"10.96.0.70"}, route("", catchAll, to("a"))),
+				vhost("allow_any", []string{"*"}, route("", catchAll, to("PassthroughCluster"))))),
+			cA, cB, with(cOrigDst("PassthroughCluster"), "connect_timeout", "10s")),
+		services: []string{"0.0.0.0:8080 -> b:1", "10.96.0.50:80 -> passthrough", "10.96.0.51:80 -> a:10",
+			"10.96.0.60:8080 -> a:1", "10.96.0.62:8080 -> passthrough", "10.96.0.70:9090 -> a:1"},
+		connect: map[string]string{
+			"10.1.2.3:15001": "", "10.96.0.50:80": "passthrough", "10.96.0.51:80": "a:10",
+			"10.96.0.62:8080": "passthrough", "10.96.0.63:8080": "b:1",
+			"10.96.0.70:9090": "a:1", "10.96.0.71:9090": "",
 		},
 	}, {
 		name: "two virtual hosts that cannot serve the same VIP agree",
