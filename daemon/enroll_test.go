@@ -159,11 +159,13 @@ func TestDaemonPassthrough(t *testing.T) {
 	tp := newTopo(t)
 	type wc = configtest.WeightedCluster
 	cfg := configtest.Config{
-		Services: []configtest.Service{{Name: "any", VIP: "0.0.0.0:80", Clusters: []wc{{Name: "a", Weight: 1}}}},
-		Clusters: []configtest.Cluster{{Name: "a", Endpoints: []string{tn.A1}}},
+		Services: []configtest.Service{
+			{Name: "any", VIP: "0.0.0.0:80", Clusters: []wc{{Name: "a", Weight: 1}}},
+			{Name: "external", VIP: "10.96.0.78:80", Clusters: []wc{{Name: "PassthroughCluster"}}},
+		},
+		Clusters: []configtest.Cluster{{Name: "a", Endpoints: []string{tn.A1}}, {Name: "PassthroughCluster", OriginalDst: true}},
 	}.YAML()
 	cfg = withSNIListener(cfg, "tls-only", "10.96.0.77:80", "a")
-	cfg = withOriginalDst(cfg, "external", "10.96.0.78:80")
 	e := newEnv(t, cfg, tp.Client.Path)
 	e.start()
 	st := e.status()
@@ -187,30 +189,6 @@ func TestDaemonPassthrough(t *testing.T) {
 	if v := metricValue(e.metrics(), `kmesh_service_connections_redirected_total{service="any",vip="0.0.0.0:80"}`); v != 2 {
 		t.Errorf("wildcard redirected %v connections, want 2 (the passthrough VIPs' connects are not its)", v)
 	}
-}
-
-// withOriginalDst adds to a configtest YAML config a tcp_proxy listener on
-// addr to a cluster of type ORIGINAL_DST, as Istio writes PassthroughCluster.
-func withOriginalDst(cfg, name, addr string) string {
-	ap := netip.MustParseAddrPort(addr)
-	cfg = strings.Replace(cfg, "  listeners:\n", fmt.Sprintf(`  listeners:
-  - name: %s
-    address: { socket_address: { address: "%s", port_value: %d } }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.tcp_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-          stat_prefix: %s
-          cluster: PassthroughCluster
-`, name, ap.Addr(), ap.Port(), name), 1)
-	return strings.Replace(cfg, "\n  clusters:\n", `
-  clusters:
-  - name: PassthroughCluster
-    type: ORIGINAL_DST
-    lb_policy: CLUSTER_PROVIDED
-    connect_timeout: 10s
-`, 1)
 }
 
 // withSNIListener adds to a configtest YAML config a listener on addr whose

@@ -28,12 +28,16 @@ type WeightedCluster struct {
 	Weight uint32
 }
 
-// Cluster is a STATIC cluster; Policy defaults to ROUND_ROBIN.
+// Cluster is a STATIC cluster; Policy defaults to ROUND_ROBIN. With
+// OriginalDst it is an ORIGINAL_DST cluster as Istio writes
+// PassthroughCluster (lb_policy CLUSTER_PROVIDED, no endpoints; Policy and
+// Endpoints are not used).
 type Cluster struct {
 	Name, Policy string
 	Endpoints    []string // "10.0.0.1:8080"
 	// Weights, when set, are the endpoints' load_balancing_weight, by index.
-	Weights []uint32
+	Weights     []uint32
+	OriginalDst bool
 }
 
 // weight renders endpoint i's load_balancing_weight field, if it has one.
@@ -101,6 +105,10 @@ func (c Config) YAML() string {
 	}
 	b.WriteString("  clusters:\n")
 	for _, cl := range c.Clusters {
+		if cl.OriginalDst {
+			fmt.Fprintf(&b, "  - name: %s\n    type: ORIGINAL_DST\n    lb_policy: CLUSTER_PROVIDED\n    connect_timeout: 10s\n", cl.Name)
+			continue
+		}
 		fmt.Fprintf(&b, "  - name: %s\n    type: STATIC\n    lb_policy: %s\n    load_assignment:\n      cluster_name: %s\n      endpoints:\n      - lb_endpoints:\n",
 			cl.Name, cl.policy(), cl.Name)
 		for j, e := range cl.Endpoints {
@@ -140,6 +148,10 @@ func (c Config) JSON() string {
 	for i, cl := range c.Clusters {
 		if i > 0 {
 			b.WriteString(",\n")
+		}
+		if cl.OriginalDst {
+			fmt.Fprintf(&b, `{"name":%q,"type":"ORIGINAL_DST","lb_policy":"CLUSTER_PROVIDED","connect_timeout":"10s"}`, cl.Name)
+			continue
 		}
 		fmt.Fprintf(&b, `{"name":%q,"type":"STATIC","lb_policy":%q,"load_assignment":{"cluster_name":%q,"endpoints":[{"lb_endpoints":[`, cl.Name, cl.policy(), cl.Name)
 		for j, e := range cl.Endpoints {
