@@ -44,7 +44,7 @@ func requiredChecks() []string {
 			names = append(names, c+"/"+fam)
 		}
 	}
-	names = append(names, "module/loaded", "no-leak", "rmmod-busy", "rmmod", "ulp-gone")
+	names = append(names, "boot/crng-ready", "module/loaded", "no-leak", "rmmod-busy", "rmmod", "ulp-gone")
 	for _, c := range []string{"modinfo", "precondition", "foreign-refused", "first", "reuse", "replace", "busy",
 		"unload-busy", "foreign-keeps-loaded", "unload"} {
 		names = append(names, "load/"+c)

@@ -56,6 +56,14 @@ func (b Boot) QEMUArgs() []string {
 	}
 	args := []string{
 		"-accel", "tcg,thread=multi",
+		// RDRAND (which TCG emulates from the host's getrandom) lets the
+		// kernel's CRNG be ready before /init. Without it the CRNG became
+		// ready tens of seconds into the tests, and the static key that
+		// flip patches (crng_is_ready, text_poke_bp) raced with another
+		// vCPU running get_random_u32 in the BPF JIT: an "Oops: int3"
+		// panic on 6.12 under multi-threaded TCG (2026-12-02). /init
+		// checks it (boot/crng-ready).
+		"-cpu", "qemu64,+rdrand,+rdseed",
 		"-smp", strconv.Itoa(cpus),
 		"-m", strconv.Itoa(mem),
 		"-nographic", "-no-reboot",

@@ -552,6 +552,7 @@ mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
 `)
+	b.WriteString(crngCheck)
 	for _, c := range g.early {
 		writeCommand(&b, c)
 	}
@@ -582,6 +583,17 @@ poweroff -f
 `)
 	return b.String()
 }
+
+// crngCheck reports whether the kernel's CRNG was ready when /init started
+// (5.10: "crng done (trusting CPU's manufacturer)", later "crng init done").
+// A CRNG that gets ready during the tests patches kernel text under running
+// code, which multi-threaded TCG has turned into a panic (qemu.go).
+const crngCheck = `if dmesg | grep -Eq 'random: crng (init )?done'; then
+echo "KMESH-VMTEST boot/crng-ready PASS $(dmesg | grep -E 'random: crng (init )?done' | head -n 1)"
+else
+echo "KMESH-VMTEST boot/crng-ready FAIL the CRNG was not ready when /init started (no RDRAND: qemu -cpu lacks +rdrand?)"
+fi
+`
 
 // commandLine is the shell command line of c (without redirections).
 func commandLine(c Command) string {
