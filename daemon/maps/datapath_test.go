@@ -2,6 +2,7 @@ package maps
 
 import (
 	"errors"
+	"fmt"
 	"kmesh.dev/kmesh/daemon/internal/testnet"
 	"math"
 	"net"
@@ -165,8 +166,16 @@ type sock struct {
 	family int
 }
 
+// sockTimeout bounds a read or a connect (blocking or polled). No check
+// waits for it to pass: the outcomes asserted (a reply, ECONNREFUSED, EPERM,
+// ENETUNREACH) come at once; it is generous because the tests also run in
+// QEMU guests under TCG, three at once on two host CPUs, where a guest can
+// stall for seconds.
+const sockTimeout = 10 * time.Second
+
 // newSock creates a TCP socket in ns. An AF_INET6 socket is dual-stack (not
-// IPV6_V6ONLY), as Java's are. Reads and blocking connects time out after 3 s.
+// IPV6_V6ONLY), as Java's are. Reads and blocking connects time out after
+// sockTimeout.
 func newSock(t *testing.T, ns *testnet.Netns, family int, nonblock bool) *sock {
 	t.Helper()
 	typ := unix.SOCK_STREAM | unix.SOCK_CLOEXEC
@@ -186,7 +195,7 @@ func newSock(t *testing.T, ns *testnet.Netns, family int, nonblock bool) *sock {
 			t.Fatal(err)
 		}
 	}
-	tv := unix.Timeval{Sec: 3}
+	tv := unix.NsecToTimeval(sockTimeout.Nanoseconds())
 	for _, o := range []int{unix.SO_RCVTIMEO, unix.SO_SNDTIMEO} {
 		if err := unix.SetsockoptTimeval(s.fd, unix.SOL_SOCKET, o, &tv); err != nil {
 			t.Fatal(err)
@@ -216,12 +225,13 @@ func (s *sock) connect(dst netip.AddrPort) error {
 		return err
 	}
 	pfd := []unix.PollFd{{Fd: int32(s.fd), Events: unix.POLLOUT}}
-	n, err := unix.Poll(pfd, 3000)
+	ms := int(sockTimeout.Milliseconds())
+	n, err := unix.Poll(pfd, ms)
 	for errors.Is(err, unix.EINTR) { // poll is not restarted after a signal
-		n, err = unix.Poll(pfd, 3000)
+		n, err = unix.Poll(pfd, ms)
 	}
 	if err != nil || n != 1 {
-		return errors.Join(errors.New("connect did not complete in 3 s"), err)
+		return errors.Join(fmt.Errorf("connect did not complete in %v", sockTimeout), err)
 	}
 	soerr, err := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_ERROR)
 	if err != nil {

@@ -182,8 +182,71 @@ func (r *Result) Err() error {
 	if len(errs) == 0 {
 		return nil
 	}
-	return fmt.Errorf("vmtest %s (%s): %s\n--- console tail ---\n%s", r.Kernel, r.Release,
-		strings.Join(errs, "; "), tail(r.Output, 6000))
+	// The console tail shows the last commands; a failed Go test's own
+	// lines (its t.Log and t.Error output) are picked out of its command's
+	// output, which the tail has usually scrolled past.
+	var logs strings.Builder
+	for _, c := range r.Commands {
+		if c.Exit != c.Want {
+			for _, name := range leafTests(c.FailedTests) {
+				fmt.Fprintf(&logs, "--- %s: %s ---\n%s\n", c.Name, name, testLog(c.Output, name, 40))
+			}
+		}
+	}
+	return fmt.Errorf("vmtest %s (%s): %s\n%s--- console tail ---\n%s", r.Kernel, r.Release,
+		strings.Join(errs, "; "), logs.String(), tail(r.Output, 6000))
+}
+
+// leafTests drops from names those that are a parent of another (a failed
+// subtest fails its parents too).
+func leafTests(names []string) []string {
+	var out []string
+	for _, n := range names {
+		parent := false
+		for _, m := range names {
+			if strings.HasPrefix(m, n+"/") {
+				parent = true
+				break
+			}
+		}
+		if !parent {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// testLog returns up to max lines that `go test -v` printed while test
+// name ran: from its "=== RUN" line to the next "=== " or "--- " line.
+func testLog(output, name string, max int) string {
+	var lines []string
+	in, more := false, 0
+	for _, l := range strings.Split(output, "\n") {
+		l = strings.TrimRight(l, "\r")
+		t := strings.TrimLeft(l, " ")
+		switch {
+		case strings.HasPrefix(t, "=== RUN   "+name) && strings.TrimSpace(strings.TrimPrefix(t, "=== RUN   ")) == name:
+			in = true
+			continue
+		case in && (strings.HasPrefix(t, "=== ") || strings.HasPrefix(t, "--- ")):
+			in = false
+		}
+		if !in {
+			continue
+		}
+		if len(lines) == max {
+			more++
+			continue
+		}
+		lines = append(lines, l)
+	}
+	if len(lines) == 0 {
+		return "(no output of its own)"
+	}
+	if more > 0 {
+		lines = append(lines, fmt.Sprintf("... %d more lines", more))
+	}
+	return strings.Join(lines, "\n")
 }
 
 // Summary is a per-check report, one line each.

@@ -251,6 +251,30 @@ func TestParseConsoleCommands(t *testing.T) {
 	}
 }
 
+// TestResultErrTestLog: a failed command's error carries the lines its
+// failed leaf tests printed, not those of the tests that passed.
+func TestResultErrTestLog(t *testing.T) {
+	console := "KMESH-VMTEST-CMD-START maps\r\n" +
+		"=== RUN   TestA\r\n=== RUN   TestA/sub\r\n    a_test.go:10: boom\r\n    a_test.go:11: more\r\n" +
+		"=== RUN   TestA/subway\r\n    a_test.go:30: not this one\r\n" +
+		"=== RUN   TestA/other\r\n    a_test.go:20: fine\r\n" +
+		"--- FAIL: TestA (0.10s)\r\n    --- FAIL: TestA/sub (0.01s)\r\n    --- PASS: TestA/subway (0.01s)\r\n    --- PASS: TestA/other (0.01s)\r\nFAIL\r\n" +
+		"KMESH-VMTEST-CMD maps EXIT 1 TIME 10.50 12.75\r\n" +
+		"KMESH-VMTEST-DONE\r\n"
+	err := parseConsole(console).Err()
+	if err == nil {
+		t.Fatal("no error for a failed command")
+	}
+	msg := err.Error()
+	if !strings.Contains(msg, "--- maps: TestA/sub ---\n    a_test.go:10: boom\n    a_test.go:11: more\n--- console tail") {
+		t.Errorf("error lacks the failed subtest's log:\n%s", msg)
+	}
+	if i := strings.Index(msg, "--- console tail"); strings.Contains(msg[:i], "fine") || strings.Contains(msg[:i], "not this one") ||
+		strings.Contains(msg[:i], "--- maps: TestA ---") {
+		t.Errorf("error picks lines of passing tests or the parent:\n%s", msg)
+	}
+}
+
 // TestInitScriptHostUsr: the guest's /init with the host's /usr: the 9p
 // modules and mounts come before the merged-/usr links, PATH puts the
 // host's programs first, commands get their directory, environment,
