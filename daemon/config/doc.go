@@ -10,7 +10,7 @@
 // protojson; YAML is converted to JSON first) and LoadFile read a bootstrap
 // and translate its static_resources. The elements of
 // static_resources.listeners and .clusters are decoded in parallel, one
-// goroutine per CPU (decode.go: a JSON tokenizer finds them, the rest of the
+// goroutine per CPU up to 4 (decode.go: a JSON tokenizer finds them, the rest of the
 // document is decoded on its own); the message is the one-piece decode's,
 // and input that fails is decoded again in one piece for protojson's error. Unknown fields and typed_config @type
 // values other than tcp_proxy, http_connection_manager, the router filter and
