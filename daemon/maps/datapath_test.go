@@ -3,18 +3,21 @@ package maps
 import (
 	"errors"
 	"fmt"
-	"kmesh.dev/kmesh/daemon/internal/testnet"
 	"math"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
+
+	"kmesh.dev/kmesh/daemon/internal/testnet"
 )
 
 // Endpoints served by the backend namespaces (replies are these strings).
@@ -221,6 +224,13 @@ func (s *sock) connect(dst netip.AddrPort) error {
 		sa = &unix.SockaddrInet4{Port: int(dst.Port()), Addr: dst.Addr().As4()}
 	}
 	err := unix.Connect(s.fd, sa)
+	if errors.Is(err, unix.EINTR) {
+		// A blocking connect on a socket with SO_SNDTIMEO is not restarted
+		// after a signal handler (signal(7)), and the Go runtime signals
+		// threads to preempt goroutines: the handshake goes on, as for a
+		// non-blocking connect.
+		err = unix.EINPROGRESS
+	}
 	if !errors.Is(err, unix.EINPROGRESS) {
 		return err
 	}
@@ -267,12 +277,79 @@ func (s *sock) readLine() string {
 	buf := make([]byte, 128)
 	for !strings.Contains(string(out), "\n") {
 		n, err := unix.Read(s.fd, buf)
+		if errors.Is(err, unix.EINTR) { // not restarted with SO_RCVTIMEO (see connect)
+			continue
+		}
 		if err != nil || n == 0 {
 			s.t.Fatalf("read reply: %q, %v", out, err)
 		}
 		out = append(out, buf[:n]...)
 	}
 	return strings.TrimSuffix(string(out), "\n")
+}
+
+// TestSockReadRetriesEINTR: a read on a socket with SO_RCVTIMEO is not
+// restarted after a signal handler, and the Go runtime signals threads to
+// preempt goroutines (SIGURG); readLine must read on. (It failed
+// TestDatapath once in a QEMU guest: "read reply: interrupted system
+// call".) The reading thread gets a SIGURG every millisecond while the
+// reply is 300 ms away.
+func TestSockReadRetriesEINTR(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		time.Sleep(300 * time.Millisecond)
+		c.Write([]byte("hello\n"))
+	}()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &sock{t: t, fd: fd, family: unix.AF_INET}
+	defer s.close()
+	tv := unix.NsecToTimeval(sockTimeout.Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.connect(netip.MustParseAddrPort(ln.Addr().String())); err != nil {
+		t.Fatal(err)
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	tid := unix.Gettid()
+	var sent atomic.Int64
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+			if unix.Tgkill(unix.Getpid(), tid, unix.SIGURG) == nil {
+				sent.Add(1)
+			}
+		}
+	}()
+	got := s.readLine()
+	close(stop)
+	<-done
+	if got != "hello" {
+		t.Fatalf("read %q, want hello", got)
+	}
+	if n := sent.Load(); n < 20 {
+		t.Fatalf("only %d signals reached the reading thread; the test proves nothing", n)
+	}
 }
 
 // fetchSock connects a fresh socket of family to dst from ns and returns

@@ -488,6 +488,11 @@ func (r *runner) checkRecvFirst(f family) (string, error) {
 	n, err = r.counterDelta("recv_trigger", func() error {
 		buf := make([]byte, len(banner))
 		k, err := unix.Read(fd, buf)
+		// With SO_RCVTIMEO a read is not restarted after a signal handler
+		// (signal(7)); the Go runtime signals threads to preempt goroutines.
+		for errors.Is(err, unix.EINTR) {
+			k, err = unix.Read(fd, buf)
+		}
 		if err != nil {
 			return fmt.Errorf("read before any send: %w", err)
 		}
