@@ -52,10 +52,10 @@ fmt: ## format Go and BPF C sources
 	gofmt -w $$(git ls-files '*.go')
 
 test-unit: build ## run the Go tests (privileged tests and the QEMU kernels included: run as root)
-	$(GO) test -count=1 -timeout 25m ./...
+	$(GO) test -count=1 -timeout 35m ./...
 
 vmtest: build ## boot Debian 5.10, 6.1 and 6.12 under QEMU: kmesh.ko, the ULP and the guest checks
-	$(GO) test -count=1 -v -timeout 20m -run 'TestVM|TestKbuild' ./kmod/vmtest
+	$(GO) test -count=1 -v -timeout 35m -run 'TestVM|TestKbuild' ./kmod/vmtest
 
 # A count, not a duration: with a duration Go 1.26's fuzz coordinator can
 # report "context deadline exceeded" as a failure at the deadline under load

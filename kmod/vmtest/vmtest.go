@@ -167,6 +167,9 @@ func (r *Result) Err() error {
 			errs = append(errs, fmt.Sprintf("command %s did not run", c.Name))
 		case c.Exit != c.Want && len(c.FailedTests) > 0:
 			errs = append(errs, fmt.Sprintf("command %s exited %d, want %d; failed tests: %s", c.Name, c.Exit, c.Want, strings.Join(c.FailedTests, " ")))
+		case c.Exit != c.Want && runningTest(c.Output) != "":
+			// killed (its timeout) or crashed inside a Go test
+			errs = append(errs, fmt.Sprintf("command %s exited %d, want %d, while test %s ran", c.Name, c.Exit, c.Want, runningTest(c.Output)))
 		case c.Exit != c.Want:
 			errs = append(errs, fmt.Sprintf("command %s exited %d, want %d", c.Name, c.Exit, c.Want))
 		}
@@ -195,6 +198,31 @@ func (r *Result) Err() error {
 	}
 	return fmt.Errorf("vmtest %s (%s): %s\n%s--- console tail ---\n%s", r.Kernel, r.Release,
 		strings.Join(errs, "; "), logs.String(), tail(r.Output, 6000))
+}
+
+// runningTest is the last test `go test -v` output started and did not
+// finish ("=== RUN" without "--- PASS/FAIL/SKIP"), "" if none.
+func runningTest(output string) string {
+	var started []string
+	done := map[string]bool{}
+	for _, l := range strings.Split(output, "\n") {
+		t := strings.TrimSpace(l)
+		if name, ok := strings.CutPrefix(t, "=== RUN   "); ok {
+			started = append(started, name)
+			continue
+		}
+		for _, p := range []string{"--- PASS: ", "--- FAIL: ", "--- SKIP: "} {
+			if rest, ok := strings.CutPrefix(t, p); ok {
+				done[strings.Fields(rest)[0]] = true
+			}
+		}
+	}
+	for i := len(started) - 1; i >= 0; i-- {
+		if !done[started[i]] {
+			return started[i]
+		}
+	}
+	return ""
 }
 
 // leafTests drops from names those that are a parent of another (a failed

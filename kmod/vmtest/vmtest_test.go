@@ -275,6 +275,19 @@ func TestResultErrTestLog(t *testing.T) {
 	}
 }
 
+// TestResultErrRunningTest: a command killed by its timeout names the Go
+// test that was running.
+func TestResultErrRunningTest(t *testing.T) {
+	console := "KMESH-VMTEST-CMD-START maps\r\n" +
+		"=== RUN   TestA\r\n--- PASS: TestA (0.10s)\r\n=== RUN   TestB\r\n=== RUN   TestB/one\r\n    --- PASS: TestB/one (0.01s)\r\n=== RUN   TestB/two\r\n" +
+		"KMESH-VMTEST-CMD maps EXIT 137 TIME 10.50 310.75\r\n" +
+		"KMESH-VMTEST-DONE\r\n"
+	err := parseConsole(console).Err()
+	if err == nil || !strings.Contains(err.Error(), "command maps exited 137, want 0, while test TestB/two ran") {
+		t.Fatalf("error %v, want it to name TestB/two", err)
+	}
+}
+
 // TestInitScriptHostUsr: the guest's /init with the host's /usr: the 9p
 // modules and mounts come before the merged-/usr links, PATH puts the
 // host's programs first, commands get their directory, environment,
