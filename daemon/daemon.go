@@ -257,7 +257,7 @@ func (d *Daemon) loadConfig() (*config.Model, error) {
 	d.log.WithFields(logrus.Fields{"config": d.opts.ConfigPath, "version": m.Version}).Info("config loaded")
 	if len(content) > largeYAML && !bytes.HasPrefix(bytes.TrimLeft(content, " \t\r\n"), []byte("{")) {
 		d.log.WithFields(logrus.Fields{"config": d.opts.ConfigPath, "bytes": len(content)}).Warn(
-			"large YAML config: the same config as JSON applies in about a third of the time with a third less memory (docs/benchmarks.md); write large configs as JSON")
+			"large YAML config: the same config as JSON applies in about a third of the time with a third of the peak memory (docs/benchmarks.md); write large configs as JSON")
 	}
 	return m, nil
 }

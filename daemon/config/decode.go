@@ -2,7 +2,6 @@ package config
 
 import (
 	"bytes"
-	"errors"
 	"io"
 	"runtime"
 	"sync"
@@ -48,97 +47,92 @@ type resourceSpans struct {
 	arrays              []span // the arrays themselves, in input order
 }
 
-// errNoSplit is returned by splitResources for input it leaves to the
-// one-piece decode.
-var errNoSplit = errors.New("input not split")
-
 // splitResources finds the elements of static_resources.listeners and
 // .clusters. It reads the whole input with a JSON tokenizer (syntax, UTF-8
-// and duplicate names are checked on the way) and returns errNoSplit for
-// anything but one static_resources object holding each array at most once
-// with only objects in it.
-func splitResources(data []byte) (resourceSpans, error) {
-	var rs resourceSpans
+// and duplicate names are checked on the way); ok is false, leaving the
+// input to the one-piece decode, for anything but one static_resources
+// object holding each array at most once with only objects in it.
+func splitResources(data []byte) (rs resourceSpans, ok bool) {
 	d := jsontext.NewDecoder(bytes.NewBuffer(data))
 	if t, err := d.ReadToken(); err != nil || t.Kind() != '{' {
-		return rs, errNoSplit
+		return rs, false
 	}
 	seenStatic := false
 	for d.PeekKind() != '}' {
 		name, err := d.ReadToken()
 		if err != nil {
-			return rs, errNoSplit
+			return rs, false
 		}
 		// protojson takes a field's proto name and its JSON (lowerCamel)
 		// name; the tokenizer has already unescaped the name.
 		if n := name.String(); n != "static_resources" && n != "staticResources" {
 			if err := d.SkipValue(); err != nil {
-				return rs, errNoSplit
+				return rs, false
 			}
 			continue
 		}
 		if seenStatic {
-			return rs, errNoSplit
+			return rs, false
 		}
 		seenStatic = true
 		if t, err := d.ReadToken(); err != nil || t.Kind() != '{' {
-			return rs, errNoSplit
+			return rs, false
 		}
 		var seenL, seenC bool
 		for d.PeekKind() != '}' {
 			name, err := d.ReadToken()
 			if err != nil {
-				return rs, errNoSplit
+				return rs, false
 			}
 			var dst *[]span
 			switch name.String() {
 			case "listeners":
 				if seenL {
-					return rs, errNoSplit
+					return rs, false
 				}
 				seenL, dst = true, &rs.listeners
 			case "clusters":
 				if seenC {
-					return rs, errNoSplit
+					return rs, false
 				}
 				seenC, dst = true, &rs.clusters
 			default:
 				if err := d.SkipValue(); err != nil {
-					return rs, errNoSplit
+					return rs, false
 				}
 				continue
 			}
 			if t, err := d.ReadToken(); err != nil || t.Kind() != '[' {
-				return rs, errNoSplit
+				return rs, false
 			}
 			start := int(d.InputOffset()) - 1
 			for d.PeekKind() != ']' {
 				if d.PeekKind() != '{' {
-					return rs, errNoSplit
+					return rs, false
 				}
 				v, err := d.ReadValue()
 				if err != nil {
-					return rs, errNoSplit
+					return rs, false
 				}
 				end := int(d.InputOffset())
 				*dst = append(*dst, span{end - len(v), end})
 			}
 			if _, err := d.ReadToken(); err != nil {
-				return rs, errNoSplit
+				return rs, false
 			}
 			rs.arrays = append(rs.arrays, span{start, int(d.InputOffset())})
 		}
 		if _, err := d.ReadToken(); err != nil {
-			return rs, errNoSplit
+			return rs, false
 		}
 	}
 	if _, err := d.ReadToken(); err != nil {
-		return rs, errNoSplit
+		return rs, false
 	}
 	if _, err := d.ReadToken(); err != io.EOF {
-		return rs, errNoSplit
+		return rs, false
 	}
-	return rs, nil
+	return rs, true
 }
 
 // elementsPerGrab is how many elements a decoding goroutine takes at once:
@@ -149,8 +143,8 @@ const elementsPerGrab = 64
 // decodeSplit is decodeJSON's parallel path; ok is false when it does not
 // apply or a part did not decode.
 func decodeSplit(data []byte, workers int) (*bootstrapv3.Bootstrap, bool) {
-	rs, err := splitResources(data)
-	if err != nil {
+	rs, ok := splitResources(data)
+	if !ok {
 		return nil, false
 	}
 	// The rest: the input with each array replaced by [] (which keeps the

@@ -10,16 +10,16 @@
 // protojson; YAML is converted to JSON first) and LoadFile read a bootstrap
 // and translate its static_resources. The elements of
 // static_resources.listeners and .clusters are decoded in parallel, one
-// goroutine per CPU up to 4 (decode.go: a JSON tokenizer finds them, the rest of the
-// document is decoded on its own); the message is the one-piece decode's,
-// and input that fails is decoded again in one piece for protojson's error. Unknown fields and typed_config @type
-// values other than tcp_proxy, http_connection_manager, the router filter and
-// the common filters and access loggers of extensions.go (which parse and are
-// noted as not applied) are rejected with a *ParseError giving line, column
-// and field path. Watch
-// follows a file (edits, renames, ConfigMap symlink swaps); content whose
-// apply fails is retried with a doubling backoff, not every poll. Default and
-// LoadDefault give the embedded default.yaml.
+// goroutine per CPU up to 4 (decode.go: a JSON tokenizer finds them, the
+// rest of the document is decoded on its own); the message is the one-piece
+// decode's, and input that fails is decoded again in one piece for
+// protojson's error. Unknown fields and typed_config @type values other than
+// tcp_proxy, http_connection_manager, the router filter and the common
+// filters and access loggers of extensions.go (which parse and are noted as
+// not applied) are rejected with a *ParseError giving line, column and field
+// path. Watch follows a file (edits, renames, ConfigMap symlink swaps);
+// content whose apply fails is retried with a doubling backoff, not every
+// poll. Default and LoadDefault give the embedded default.yaml.
 //
 // # Model
 //

@@ -198,13 +198,19 @@ func newSock(t *testing.T, ns *testnet.Netns, family int, nonblock bool) *sock {
 			t.Fatal(err)
 		}
 	}
+	setSockTimeouts(t, s.fd)
+	return s
+}
+
+// setSockTimeouts sets SO_RCVTIMEO and SO_SNDTIMEO to sockTimeout.
+func setSockTimeouts(t *testing.T, fd int) {
+	t.Helper()
 	tv := unix.NsecToTimeval(sockTimeout.Nanoseconds())
 	for _, o := range []int{unix.SO_RCVTIMEO, unix.SO_SNDTIMEO} {
-		if err := unix.SetsockoptTimeval(s.fd, unix.SOL_SOCKET, o, &tv); err != nil {
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, o, &tv); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return s
 }
 
 func (s *sock) close() {
@@ -315,10 +321,7 @@ func TestSockReadRetriesEINTR(t *testing.T) {
 	}
 	s := &sock{t: t, fd: fd, family: unix.AF_INET}
 	defer s.close()
-	tv := unix.NsecToTimeval(sockTimeout.Nanoseconds())
-	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		t.Fatal(err)
-	}
+	setSockTimeouts(t, fd)
 	if err := s.connect(netip.MustParseAddrPort(ln.Addr().String())); err != nil {
 		t.Fatal(err)
 	}

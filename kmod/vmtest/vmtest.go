@@ -162,14 +162,18 @@ func (r *Result) Err() error {
 		errs = append(errs, "guest did not reach the end of /init")
 	}
 	for _, c := range r.Commands {
+		running := ""
+		if c.Exit != c.Want && len(c.FailedTests) == 0 {
+			running = runningTest(c.Output)
+		}
 		switch {
 		case !c.Ran:
 			errs = append(errs, fmt.Sprintf("command %s did not run", c.Name))
 		case c.Exit != c.Want && len(c.FailedTests) > 0:
 			errs = append(errs, fmt.Sprintf("command %s exited %d, want %d; failed tests: %s", c.Name, c.Exit, c.Want, strings.Join(c.FailedTests, " ")))
-		case c.Exit != c.Want && runningTest(c.Output) != "":
+		case c.Exit != c.Want && running != "":
 			// killed (its timeout) or crashed inside a Go test
-			errs = append(errs, fmt.Sprintf("command %s exited %d, want %d, while test %s ran", c.Name, c.Exit, c.Want, runningTest(c.Output)))
+			errs = append(errs, fmt.Sprintf("command %s exited %d, want %d, while test %s ran", c.Name, c.Exit, c.Want, running))
 		case c.Exit != c.Want:
 			errs = append(errs, fmt.Sprintf("command %s exited %d, want %d", c.Name, c.Exit, c.Want))
 		}
@@ -253,7 +257,7 @@ func testLog(output, name string, max int) string {
 		l = strings.TrimRight(l, "\r")
 		t := strings.TrimLeft(l, " ")
 		switch {
-		case strings.HasPrefix(t, "=== RUN   "+name) && strings.TrimSpace(strings.TrimPrefix(t, "=== RUN   ")) == name:
+		case strings.TrimSpace(t) == "=== RUN   "+name:
 			in = true
 			continue
 		case in && (strings.HasPrefix(t, "=== ") || strings.HasPrefix(t, "--- ")):
