@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -255,17 +254,9 @@ func (d *Daemon) loadConfig() (*config.Model, error) {
 	}
 	d.loadedSum = config.AppliedSum(content)
 	d.log.WithFields(logrus.Fields{"config": d.opts.ConfigPath, "version": m.Version}).Info("config loaded")
-	if len(content) > largeYAML && !bytes.HasPrefix(bytes.TrimLeft(content, " \t\r\n"), []byte("{")) {
-		d.log.WithFields(logrus.Fields{"config": d.opts.ConfigPath, "bytes": len(content)}).Warn(
-			"large YAML config: the same config as JSON applies in about a third of the time with a third of the peak memory (docs/benchmarks.md); write large configs as JSON")
-	}
+	config.LogSerialDecode(d.log.WithField("config", d.opts.ConfigPath), m, len(content))
 	return m, nil
 }
-
-// largeYAML is the size from which a YAML config gets a hint to use JSON:
-// 10,000 services take 15 MB, 2 s and 85 MiB as YAML, 0.7 s and 55 MiB as
-// JSON (the YAML parser builds a node tree of the whole file first).
-const largeYAML = 4 << 20
 
 // applyModel writes a new model into the maps (applies are serialised) and
 // publishes it. A model equal to the current one writes nothing but is

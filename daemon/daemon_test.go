@@ -18,6 +18,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/moby/sys/mountinfo"
 
+	"kmesh.dev/kmesh/daemon/config"
 	"kmesh.dev/kmesh/daemon/config/configtest"
 	tn "kmesh.dev/kmesh/daemon/internal/testnet"
 	"kmesh.dev/kmesh/daemon/maps"
@@ -390,23 +391,34 @@ func testUninstall(t *testing.T, premounted bool) {
 	}
 }
 
-// TestLargeYAMLHint: a YAML config above 4 MiB gets a warning naming JSON;
-// the same config as JSON does not.
-func TestLargeYAMLHint(t *testing.T) {
+// TestLargeConfigSerialHint: a config above config.LargeConfigBytes that is
+// decoded serially gets a warning naming why (here a YAML anchor); the same
+// config decoded in parallel, in YAML or JSON, does not.
+func TestLargeConfigSerialHint(t *testing.T) {
 	tn.RequireRoot(t)
 	big := configtest.Large(8000, 2, 80)
 	for _, c := range []struct {
-		name, content string
-		warn          bool
-	}{{"yaml", big.YAML(), true}, {"json", big.JSON(), false}} {
+		name, file, content string
+		reason              string // logged, "" for no warning
+	}{
+		{"yaml", "kmesh.yaml", big.YAML(), ""},
+		{"json", "kmesh.json", big.JSON(), ""},
+		{"yaml with an anchor", "kmesh.yaml", "node: &n {id: kmesh}\n" + big.YAML(), "an anchor or alias"},
+		{"json in a .yaml file", "kmesh.yaml", big.JSON(), "name the file .json"},
+	} {
 		t.Run(c.name, func(t *testing.T) {
-			if len(c.content) <= largeYAML {
-				t.Fatalf("test config is %d bytes, not above %d", len(c.content), largeYAML)
+			if len(c.content) <= config.LargeConfigBytes {
+				t.Fatalf("test config is %d bytes, not above %d", len(c.content), config.LargeConfigBytes)
 			}
 			e := newEnv(t, c.content)
+			e.cfg = filepath.Join(filepath.Dir(e.cfg), c.file)
+			e.opts.ConfigPath = e.cfg
+			writeFileAtomic(t, e.cfg, c.content)
 			e.start()
-			if got := strings.Contains(e.log.String(), "large YAML config"); got != c.warn {
-				t.Errorf("%s config of %d bytes: warning logged %v, want %v", c.name, len(c.content), got, c.warn)
+			log := e.log.String()
+			warned := strings.Contains(log, "large config decoded on one goroutine")
+			if warned != (c.reason != "") || !strings.Contains(log, c.reason) {
+				t.Errorf("%s config of %d bytes: warning logged %v, want reason %q; log:\n%s", c.name, len(c.content), warned, c.reason, log)
 			}
 		})
 	}

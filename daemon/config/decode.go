@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"runtime"
 	"sync"
@@ -165,41 +166,15 @@ func decodeSplit(data []byte, workers int) (*bootstrapv3.Bootstrap, bool) {
 		return b, true
 	}
 
-	listeners := make([]*listenerv3.Listener, len(rs.listeners))
-	clusters := make([]*clusterv3.Cluster, len(rs.clusters))
-	n := len(listeners) + len(clusters)
-	msg := func(i int) (proto.Message, span) {
-		if i < len(listeners) {
-			listeners[i] = new(listenerv3.Listener)
-			return listeners[i], rs.listeners[i]
-		}
-		i -= len(listeners)
-		clusters[i] = new(clusterv3.Cluster)
-		return clusters[i], rs.clusters[i]
-	}
-	workers = min(max(workers, 1), (n+elementsPerGrab-1)/elementsPerGrab)
-	var next atomic.Int64
-	var failed atomic.Bool
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for !failed.Load() {
-				first := int(next.Add(elementsPerGrab)) - elementsPerGrab
-				if first >= n {
-					return
-				}
-				for i := first; i < min(first+elementsPerGrab, n); i++ {
-					m, s := msg(i)
-					if err := protojson.Unmarshal(data[s.start:s.end], m); err != nil {
-						failed.Store(true)
-						return
-					}
-				}
+	listeners, clusters, err := decodeElements(len(rs.listeners), len(rs.clusters), workers,
+		func(i int, m proto.Message, _ *[]byte) error {
+			s := rs.listeners
+			if i >= len(s) {
+				i, s = i-len(s), rs.clusters
 			}
+			return protojson.Unmarshal(data[s[i].start:s[i].end], m)
 		})
-	}
-	wg.Wait()
-	if failed.Load() {
+	if err != nil {
 		return nil, false
 	}
 	if b.StaticResources == nil { // the rest had static_resources; not reached
@@ -212,6 +187,54 @@ func decodeSplit(data []byte, workers int) (*bootstrapv3.Bootstrap, bool) {
 		b.StaticResources.Clusters = clusters
 	}
 	return b, true
+}
+
+// decodeElements decodes nl listeners and nc clusters on up to workers
+// goroutines: decode(i, m, scratch) decodes element i (listeners first, then
+// clusters) into m, a new message of its type; scratch is the goroutine's
+// own buffer, kept across its calls. The first error stops all goroutines
+// and is returned.
+func decodeElements(nl, nc, workers int, decode func(i int, m proto.Message, scratch *[]byte) error) ([]*listenerv3.Listener, []*clusterv3.Cluster, error) {
+	listeners := make([]*listenerv3.Listener, nl)
+	clusters := make([]*clusterv3.Cluster, nc)
+	n := nl + nc
+	msg := func(i int) proto.Message {
+		if i < nl {
+			listeners[i] = new(listenerv3.Listener)
+			return listeners[i]
+		}
+		clusters[i-nl] = new(clusterv3.Cluster)
+		return clusters[i-nl]
+	}
+	workers = min(max(workers, 1), (n+elementsPerGrab-1)/elementsPerGrab)
+	var next atomic.Int64
+	var firstErr error
+	var errOnce sync.Once
+	var failed atomic.Bool
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			var scratch []byte
+			for !failed.Load() {
+				first := int(next.Add(elementsPerGrab)) - elementsPerGrab
+				if first >= n {
+					return
+				}
+				for i := first; i < min(first+elementsPerGrab, n); i++ {
+					if err := decode(i, msg(i), &scratch); err != nil {
+						errOnce.Do(func() { firstErr = fmt.Errorf("element %d: %w", i, err) })
+						failed.Store(true)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if failed.Load() {
+		return nil, nil, firstErr
+	}
+	return listeners, clusters, nil
 }
 
 func totalLen(spans []span) int {

@@ -17,27 +17,48 @@ import (
 // whether the split path decoded it.
 func checkSameAsWhole(t *testing.T, data []byte, workers int) bool {
 	t.Helper()
-	want := new(bootstrapv3.Bootstrap)
-	wantErr := protojson.Unmarshal(data, want)
-	split, ok := decodeSplit(data, workers)
-	if ok && wantErr != nil {
-		t.Fatalf("split path accepted input protojson rejects (%v)", wantErr)
+	r := decodeResults{entry: "decodeJSON", sameErrText: true, want: new(bootstrapv3.Bootstrap)}
+	r.wantErr = protojson.Unmarshal(data, r.want)
+	r.split, r.splitOK = decodeSplit(data, workers)
+	r.got, r.gotErr = decodeJSON(data, workers)
+	r.check(t)
+	return r.splitOK
+}
+
+// decodeResults are one input's decodes: the reference (the whole input in
+// one piece), the parallel path's and the entry point's.
+type decodeResults struct {
+	want        *bootstrapv3.Bootstrap
+	wantErr     error
+	split       *bootstrapv3.Bootstrap
+	splitOK     bool
+	got         *bootstrapv3.Bootstrap
+	gotErr      error
+	entry       string // the entry point, named in failures
+	sameErrText bool   // the entry point must fail with the reference's error text
+}
+
+// check asserts that the parallel path accepts only what the reference
+// accepts, into an equal message, and that the entry point agrees with the
+// reference.
+func (r decodeResults) check(t *testing.T) {
+	t.Helper()
+	if r.splitOK && r.wantErr != nil {
+		t.Fatalf("parallel path accepted input the one-piece path rejects (%v)", r.wantErr)
 	}
-	if ok && !proto.Equal(split, want) {
-		t.Fatalf("split path decoded a different message")
+	if r.splitOK && !proto.Equal(r.split, r.want) {
+		t.Fatalf("parallel path decoded a different message:\n got %v\nwant %v", r.split, r.want)
 	}
-	got, err := decodeJSON(data, workers)
 	switch {
-	case wantErr != nil && err == nil:
-		t.Fatalf("decodeJSON accepted input protojson rejects (%v)", wantErr)
-	case wantErr == nil && err != nil:
-		t.Fatalf("decodeJSON: %v; protojson accepts it", err)
-	case wantErr != nil && err.Error() != wantErr.Error():
-		t.Fatalf("decodeJSON error %q, protojson's %q", err, wantErr)
-	case wantErr == nil && !proto.Equal(got, want):
-		t.Fatal("decodeJSON decoded a different message")
+	case r.wantErr != nil && r.gotErr == nil:
+		t.Fatalf("%s accepted input the one-piece path rejects (%v)", r.entry, r.wantErr)
+	case r.wantErr == nil && r.gotErr != nil:
+		t.Fatalf("%s: %v; the one-piece path accepts it", r.entry, r.gotErr)
+	case r.sameErrText && r.wantErr != nil && r.gotErr.Error() != r.wantErr.Error():
+		t.Fatalf("%s error %q, the one-piece path's %q", r.entry, r.gotErr, r.wantErr)
+	case r.wantErr == nil && !proto.Equal(r.got, r.want):
+		t.Fatalf("%s decoded a different message", r.entry)
 	}
-	return ok
 }
 
 const (

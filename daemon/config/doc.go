@@ -10,10 +10,15 @@
 // protojson; YAML is converted to JSON first) and LoadFile read a bootstrap
 // and translate its static_resources. The elements of
 // static_resources.listeners and .clusters are decoded in parallel, one
-// goroutine per CPU up to 4 (decode.go: a JSON tokenizer finds them, the
-// rest of the document is decoded on its own); the message is the one-piece
-// decode's, and input that fails is decoded again in one piece for
-// protojson's error. Unknown fields and typed_config @type values other than
+// goroutine per CPU up to 4: in JSON a tokenizer finds them (decode.go); in
+// YAML they are cut out of the text by their lines and each item is
+// parsed, converted and decoded on its own (yamlsplit.go: the document's
+// node tree is never built); the rest of the document is decoded on its
+// own. The message is the one-piece decode's; input that fails, or a shape
+// the split does not take apart (YAML anchors, aliases, directives, tabs in
+// indentation, flow-style sequences), is decoded in one piece, for
+// protojson's error, and Model.SerialDecode says why (LogSerialDecode warns
+// for a large config). Unknown fields and typed_config @type values other than
 // tcp_proxy, http_connection_manager, the router filter and the common
 // filters and access loggers of extensions.go (which parse and are noted as
 // not applied) are rejected with a *ParseError giving line, column and field

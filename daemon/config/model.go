@@ -35,6 +35,12 @@ type Model struct {
 	// the input. Diff(a, b) is empty exactly when a.Version == b.Version
 	// (a service turning passthrough, or served again, changes both).
 	Version string
+	// SerialDecode, set by ParseBootstrap, says why the input's listeners
+	// and clusters were not parsed and decoded on several goroutines (a
+	// YAML anchor, a shape the parallel decode does not take apart); nil
+	// when they were. A large config decoded serially takes several times
+	// as long and, in YAML, several times the memory.
+	SerialDecode error
 }
 
 // ServiceKey identifies a service by the destination of connect(). An

@@ -14,7 +14,9 @@ import (
 	"unicode/utf8"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	"github.com/sirupsen/logrus"
 	"go.yaml.in/yaml/v3"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	// Registered so that typed_config (google.protobuf.Any) of these types
 	// resolves while decoding; other @type values are rejected.
@@ -117,7 +119,7 @@ func readLimited(path string) ([]byte, error) {
 // field path; translation problems come back as a *ValidationError
 // (ErrInvalid); input without a document returns ErrEmpty.
 func ParseBootstrap(data []byte, format Format) (*Model, error) {
-	b, err := DecodeBootstrap(data, format)
+	b, serial, err := decodeBootstrap(data, format)
 	if err != nil {
 		return nil, err
 	}
@@ -131,13 +133,41 @@ func ParseBootstrap(data []byte, format Format) (*Model, error) {
 			Reason: "xDS sources are not used in local-file mode; only static_resources are applied"})
 		sortNotes(m.Unsupported)
 	}
+	m.SerialDecode = serial
 	return m, nil
+}
+
+// LargeConfigBytes is the size from which LogSerialDecode warns.
+const LargeConfigBytes = 4 << 20
+
+// LogSerialDecode warns when a config of size bytes, above
+// LargeConfigBytes, was decoded serially (m.SerialDecode), naming why: such
+// a config takes several times as long to apply and, in YAML, several
+// times the memory. Smaller configs decode in milliseconds either way.
+func LogSerialDecode(log logrus.FieldLogger, m *Model, size int) {
+	if m == nil || m.SerialDecode == nil || size <= LargeConfigBytes {
+		return
+	}
+	log.WithFields(logrus.Fields{"phase": "parse", "bytes": size, "reason": m.SerialDecode.Error()}).Warn(
+		"large config decoded on one goroutine, several times slower than in parallel (in YAML, with several times the memory): " +
+			"write static_resources' listeners and clusters as block sequences, without anchors, aliases, directives or tabs in indentation, or use JSON (docs/daemon.md)")
 }
 
 // DecodeBootstrap decodes an Envoy v3 bootstrap without translating it.
 func DecodeBootstrap(data []byte, format Format) (*bootstrapv3.Bootstrap, error) {
+	b, _, err := decodeBootstrap(data, format)
+	return b, err
+}
+
+// errJSONShape is why a JSON bootstrap was decoded in one piece.
+var errJSONShape = errors.New("static_resources is not one object of listeners and clusters arrays of objects, or an element did not decode")
+
+// decodeBootstrap is DecodeBootstrap that also returns why static_resources'
+// listeners and clusters were not parsed and decoded in parallel (serial is
+// nil when they were).
+func decodeBootstrap(data []byte, format Format) (b *bootstrapv3.Bootstrap, serial, err error) {
 	if len(data) > MaxConfigBytes {
-		return nil, fmt.Errorf("parse bootstrap: input is %d bytes, more than %d", len(data), MaxConfigBytes)
+		return nil, nil, fmt.Errorf("parse bootstrap: input is %d bytes, more than %d", len(data), MaxConfigBytes)
 	}
 	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf")) // UTF-8 BOM
 	trimmed := bytes.TrimSpace(data)
@@ -147,33 +177,38 @@ func DecodeBootstrap(data []byte, format Format) (*bootstrapv3.Bootstrap, error)
 			format = FormatJSON
 		}
 	}
-	jsonData := data
+	workers := decodeWorkers()
+	var yamlData []byte
 	switch format {
 	case FormatJSON:
 		if len(trimmed) == 0 {
-			return nil, fmt.Errorf("parse bootstrap: %w", ErrEmpty)
+			return nil, nil, fmt.Errorf("parse bootstrap: %w", ErrEmpty)
 		}
+		if b, ok := decodeSplit(data, workers); ok {
+			return b, nil, nil
+		}
+		serial = errJSONShape
+		b = new(bootstrapv3.Bootstrap)
+		err = protojson.Unmarshal(data, b)
 	case FormatYAML:
-		var err error
+		if b, serial = decodeYAMLSplit(data, workers); serial == nil {
+			return b, nil, nil
+		}
 		// The node tree is not kept: it is several times the size of the
 		// JSON (~240 MiB for a 15 MB file) and is needed again only to
 		// locate an error, which is rare; then the YAML is parsed again.
-		jsonData, err = yamlToJSON(data)
-		if err != nil {
-			return nil, fmt.Errorf("parse bootstrap: %w", err)
+		yamlData = data
+		if data, err = yamlToJSON(data); err != nil {
+			return nil, serial, fmt.Errorf("parse bootstrap: %w", err)
 		}
+		b, err = decodeJSON(data, workers)
 	default:
-		return nil, fmt.Errorf("parse bootstrap: unknown format %v", format)
+		return nil, nil, fmt.Errorf("parse bootstrap: unknown format %v", format)
 	}
-	b, err := decodeJSON(jsonData, decodeWorkers())
 	if err != nil {
-		var yamlData []byte
-		if format == FormatYAML {
-			yamlData = data
-		}
-		return nil, fmt.Errorf("parse bootstrap: %w", locate(err, jsonData, yamlData))
+		return nil, serial, fmt.Errorf("parse bootstrap: %w", locate(err, data, yamlData))
 	}
-	return b, nil
+	return b, serial, nil
 }
 
 // ---- YAML ----

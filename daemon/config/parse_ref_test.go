@@ -114,3 +114,14 @@ func refJSONable(v any) (any, error) {
 	}
 	return v, nil
 }
+
+// DecodeYAMLOnePiece is the YAML decode without its parallel path: the
+// whole document parsed into one node tree, written as JSON, decoded (the
+// path a YAML bootstrap takes when the parallel one does not apply).
+func DecodeYAMLOnePiece(data []byte) (*bootstrapv3.Bootstrap, error) {
+	j, err := yamlToJSON(data)
+	if err != nil {
+		return nil, err
+	}
+	return decodeJSON(j, decodeWorkers())
+}

@@ -301,6 +301,7 @@ func (w *watcher) reload() (again bool) {
 		"notes":    len(m.Unsupported),
 		"duration": time.Since(start),
 	}).Info("config applied")
+	LogSerialDecode(w.log, m, len(data))
 	return false
 }
 

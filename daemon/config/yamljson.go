@@ -46,6 +46,9 @@ type yamlEncoder struct {
 	// expanding holds the alias nodes being expanded (a cycle check);
 	// allocated at the first alias.
 	expanding map[*yaml.Node]bool
+	// plain refuses anchors and aliases (errYAMLAnchor): the parallel
+	// path's parts cannot see each other's.
+	plain bool
 }
 
 // Thresholds of yaml.v3's excessive-aliasing check (decode.go).
@@ -70,6 +73,9 @@ func nodeError(n *yaml.Node, format string, args ...any) *ParseError {
 
 // visit counts n and fails on excessive aliasing.
 func (e *yamlEncoder) visit(n *yaml.Node) error {
+	if e.plain && (n.Anchor != "" || n.Kind == yaml.AliasNode) {
+		return errYAMLAnchor
+	}
 	e.nodes++
 	if e.aliasDepth > 0 {
 		e.aliasNodes++
