@@ -19,7 +19,7 @@ include docker/docker.mk
 
 ADMIN_ADDR ?= 127.0.0.1:15200
 # kmesh-start as make run and make bpf use it: sources from this tree, cache and state under out/
-START_ARGS := --src-dir $(CURDIR) --cache-dir $(OUT)/cache --state-dir $(OUT)/run
+START_ARGS := --src-dir $(CURDIR) --cache-dir $(OUT)/cache --state-dir $(OUT)/run --clang $(CLANG)
 
 .PHONY: help deps build bpf test test-unit fuzz vmtest run uninstall bench bench-traffic clean fmt vet
 
@@ -41,8 +41,8 @@ build: ## build the binaries into out/ (kmeshctl, kmesh-start, kmesh-daemon)
 	@mkdir -p $(OUT)
 	$(GO) build -o $(OUT)/ ./cmd/...
 
-bpf: build ## probe, build and verify the BPF objects for this host (kmesh-start --dry-run; cache in out/cache)
-	$(OUT)/kmesh-start $(START_ARGS) --dry-run
+bpf: build ## probe, build and verify the BPF objects for this host into out/bpf (a link into the cache, out/cache)
+	$(OUT)/kmesh-start $(START_ARGS) --dry-run --objects-link $(OUT)/bpf
 
 vet: ## go vet and gofmt check
 	$(GO) vet ./...

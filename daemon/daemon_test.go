@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -163,7 +164,36 @@ func TestDaemonTrafficConfigAndEnrollment(t *testing.T) {
 	if v := metricValue(m, `kmesh_cluster_connections_redirected_total{cluster="b"}`); v != float64(nb) {
 		t.Errorf("cluster b metric = %v, want %d", v, nb)
 	}
+	for series, want := range map[string]float64{
+		`kmesh_config_applies_total{result="applied"}`:  1, // the config at start
+		`kmesh_config_applies_total{result="rejected"}`: 0,
+		`kmesh_map_entries{map="services"}`:             3,
+		`kmesh_map_entries{map="clusters"}`:             5,
+		`kmesh_map_entries{map="endpoints"}`:            7,
+		`kmesh_map_entries{map="enrolled_netns"}`:       1,
+	} {
+		if v := metricValue(m, series); v != want {
+			t.Errorf("%s = %v, want %v", series, v, want)
+		}
+	}
+	// /status/metric (the DaemonSet's scrape path) serves the same registry
+	if code, body := e.do(http.MethodGet, "http://"+e.opts.MetricsAddr+"/status/metric"); code != http.StatusOK ||
+		metricValue(body, `kmesh_service_connections_redirected_total{service="web",vip="10.96.0.10:80"}`) != 1000 ||
+		metricValue(body, `kmesh_map_entries{map="services"}`) != 3 {
+		t.Errorf("/status/metric: %d, web redirected %v\n%.2000s", code,
+			metricValue(body, `kmesh_service_connections_redirected_total{service="web",vip="10.96.0.10:80"}`), body)
+	}
 	st := e.status()
+	objs := map[string][]string{}
+	for _, o := range st.Objects {
+		objs[o.Name] = o.Programs
+	}
+	if p := objs["connect"]; !slices.Contains(p, "kmesh_connect4") || !slices.Contains(p, "kmesh_connect6") {
+		t.Errorf("/status objects: connect programs %v, want kmesh_connect4 and kmesh_connect6 (objects %+v)", p, st.Objects)
+	}
+	if p := objs["sockmap"]; tn.KernelAccelerates() && !slices.Contains(p, "kmesh_sockops") {
+		t.Errorf("/status objects: sockmap programs %v, want kmesh_sockops (objects %+v)", p, st.Objects)
+	}
 	if len(st.Enrolled) != 1 || st.Enrolled[0].Ref != tp.Client.Path || len(st.Services) != 3 || st.ConfigVersion == "" {
 		t.Errorf("status: enrolled %+v services %d version %q", st.Enrolled, len(st.Services), st.ConfigVersion)
 	}

@@ -63,6 +63,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		fs.StringVar(&o.XDSAddress, "xds-address", os.Getenv("XDS_ADDRESS"), "xDS control plane (default $XDS_ADDRESS); this version has no xDS client and says so in the log and /status")
 	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) { // -h: the usage was asked for
+			return 0
+		}
 		return 2
 	}
 	if fs.NArg() > 0 {

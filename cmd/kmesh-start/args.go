@@ -8,7 +8,10 @@ import (
 // options are kmesh-start's own flags; everything else goes to the daemon.
 type options struct {
 	mode, cacheDir, hostRoot, bpfHeader, srcDir, clang, daemon, stateDir, output string
-	dryRun                                                                       bool
+	// objectsLink, when set, is a symlink pointed at the built objects
+	// (make bpf: out/bpf).
+	objectsLink string
+	dryRun      bool
 	// passed on to the daemon, and read here: where to mount
 	bpffsPath, cgroup2Path string
 	daemonArgs             []string
@@ -33,6 +36,7 @@ flags:
   --state-dir DIR               where the decision record is written (default /run/kmesh)
   --dry-run                     probe, build and verify, print the result, exit
   --output text|json            dry-run output (json: {"decision": ..., "build": ...})
+  --objects-link PATH           point the symlink PATH at the built objects (make bpf: out/bpf)
 
 every other flag is passed to kmesh-daemon (e.g. --config, --admin-addr, --enroll-netns);
 --bpf-fs-path and --cgroup2-path are read here too (mounts) and passed on.
@@ -43,7 +47,8 @@ every other flag is passed to kmesh-daemon (e.g. --config, --admin-addr, --enrol
 func parseArgs(args []string) (options, error) {
 	o := defaults()
 	own := map[string]*string{"mode": &o.mode, "cache-dir": &o.cacheDir, "host-root": &o.hostRoot, "bpf-header": &o.bpfHeader,
-		"src-dir": &o.srcDir, "clang": &o.clang, "daemon": &o.daemon, "state-dir": &o.stateDir, "output": &o.output}
+		"src-dir": &o.srcDir, "clang": &o.clang, "daemon": &o.daemon, "state-dir": &o.stateDir, "output": &o.output,
+		"objects-link": &o.objectsLink}
 	shared := map[string]*string{"bpf-fs-path": &o.bpffsPath, "cgroup2-path": &o.cgroup2Path}
 	for i := 0; i < len(args); i++ {
 		a := args[i]

@@ -108,6 +108,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, exec exec
 	rec.Mode = rep.Mode
 	rec.Reasons = append(rec.Reasons, rep.Fallbacks...)
 
+	if o.objectsLink != "" {
+		if err := linkObjects(rep.ObjectsDir, o.objectsLink); err != nil {
+			if o.dryRun { // the link is what was asked for
+				l.WithError(err).Error("objects built and verified, but not linked")
+				writeDryRun(stdout, o.output, rec, rep)
+				return 1
+			}
+			l.WithError(err).Warn("objects not linked; the daemon uses them from the cache")
+		} else {
+			l.WithFields(logrus.Fields{"link": o.objectsLink, "objects": rep.ObjectsDir}).Info("objects linked")
+		}
+	}
+
 	recPath := filepath.Join(o.stateDir, "decision.json")
 	if err := writeJSON(recPath, rec); err != nil {
 		l.WithError(err).Warn("decision record not written; /status will not show it")
@@ -184,6 +197,31 @@ func daemonPath(flag string) (string, error) {
 		return "", fmt.Errorf("find kmesh-daemon (next to kmesh-start or on PATH; --daemon sets it): %w", err)
 	}
 	return p, nil
+}
+
+// linkObjects points the symlink link at dir (made absolute), replacing an
+// earlier symlink atomically; anything else at link is left alone.
+func linkObjects(dir, link string) error {
+	target, err := filepath.Abs(dir)
+	if err != nil {
+		return fmt.Errorf("link objects: %w", err)
+	}
+	if fi, err := os.Lstat(link); err == nil && fi.Mode()&os.ModeSymlink == 0 {
+		return fmt.Errorf("link objects: %s exists and is not a symlink; remove it or pick another --objects-link", link)
+	}
+	if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
+		return fmt.Errorf("link objects: %w", err)
+	}
+	tmp := fmt.Sprintf("%s.tmp-%d", link, os.Getpid())
+	os.Remove(tmp)
+	if err := os.Symlink(target, tmp); err != nil {
+		return fmt.Errorf("link objects: %w", err)
+	}
+	if err := os.Rename(tmp, link); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("link objects: %w", err)
+	}
+	return nil
 }
 
 func writeJSON(path string, v any) error {

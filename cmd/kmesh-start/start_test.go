@@ -71,7 +71,8 @@ func TestDryRunJSON(t *testing.T) {
 	e := newEnv(t)
 	var out, errb bytes.Buffer
 	noExec := func(string, []string, []string) error { t.Fatal("dry run must not exec"); return nil }
-	if code := run(context.Background(), e.args("--dry-run", "--output", "json"), &out, &errb, noExec); code != 0 {
+	link := filepath.Join(t.TempDir(), "out", "bpf")
+	if code := run(context.Background(), e.args("--dry-run", "--output", "json", "--objects-link", link), &out, &errb, noExec); code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
 	var res struct {
@@ -104,14 +105,42 @@ func TestDryRunJSON(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(e.state, "decision.json")); err != nil {
 		t.Errorf("decision record: %v", err)
 	}
+	// --objects-link: make bpf's out/bpf points at the verified objects
+	if target, err := os.Readlink(link); err != nil || target != mustAbs(t, res.Build.ObjectsDir) {
+		t.Errorf("objects link: %q %v, want %s", target, err, res.Build.ObjectsDir)
+	}
+	if _, err := os.Stat(filepath.Join(link, "connect.o")); err != nil {
+		t.Errorf("objects link: %v", err)
+	}
 	out.Reset()
-	if code := run(context.Background(), e.args("--dry-run", "--output=json"), &out, &errb, noExec); code != 0 {
-		t.Fatal("second dry run failed")
+	if code := run(context.Background(), e.args("--dry-run", "--output=json", "--objects-link="+link), &out, &errb, noExec); code != 0 {
+		t.Fatal("second dry run failed (an earlier link is replaced)")
 	}
 	json.Unmarshal(out.Bytes(), &res)
 	if !res.Build.CacheHit {
 		t.Error("second dry run was not a cache hit")
 	}
+	// anything but a symlink at the link's path is left alone, and said so
+	notLink := filepath.Join(t.TempDir(), "bpf")
+	if err := os.WriteFile(notLink, []byte("mine"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	errb.Reset()
+	if code := run(context.Background(), e.args("--dry-run", "--objects-link", notLink), &out, &errb, noExec); code != 1 {
+		t.Errorf("--objects-link onto a regular file: exit %d, want 1", code)
+	}
+	if b, _ := os.ReadFile(notLink); string(b) != "mine" || !strings.Contains(errb.String(), "exists and is not a symlink") {
+		t.Errorf("--objects-link onto a regular file: file %q, log:\n%s", b, errb.String())
+	}
+}
+
+func mustAbs(t *testing.T, p string) string {
+	t.Helper()
+	a, err := filepath.Abs(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }
 
 func TestNoModeExitsNonZero(t *testing.T) {

@@ -4,12 +4,15 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"kmesh.dev/kmesh/builder"
 	"kmesh.dev/kmesh/probe"
@@ -63,6 +66,21 @@ func KernelAccelerates() bool {
 		accel = rec != nil && rec.Features.SameNodeAccel
 	})
 	return accel
+}
+
+// KernelAtLeast reports whether the running kernel's release is major.minor
+// or newer; a release it cannot read counts as new (tests then expect the
+// most).
+func KernelAtLeast(major, minor int) bool {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return true
+	}
+	var ma, mi int
+	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &ma, &mi); err != nil {
+		return true
+	}
+	return ma > major || ma == major && mi >= minor
 }
 
 var (

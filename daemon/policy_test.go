@@ -1,0 +1,173 @@
+package daemon
+
+import (
+	"math"
+	"strings"
+	"testing"
+
+	tn "kmesh.dev/kmesh/daemon/internal/testnet"
+)
+
+// policyConfig routes two services the ways the other traffic tests do not:
+//
+//   - 10.96.0.10:80 through an http_connection_manager on 0.0.0.0:80: the
+//     virtual host is picked by the VIP among its domains (Istio's outbound
+//     model; "other" names another VIP), and its routes on a path and on a
+//     header cannot be decided at connect() (noted, not taken), so the
+//     catch-all's weighted_clusters apply: "aw" 3 : "b" 1, and inside "aw"
+//     ROUND_ROBIN with load_balancing_weight 3 (A1) : 1 (A2).
+//   - [fd00:96::10]:80 through tcp_proxy to "rnd": RANDOM with
+//     load_balancing_weight 3 (A1v6) : 1 (B1v6).
+const policyConfig = `static_resources:
+  listeners:
+  - name: outbound_80
+    address: { socket_address: { address: 0.0.0.0, port_value: 80 } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: outbound_80
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+          route_config:
+            name: outbound_80
+            virtual_hosts:
+            - name: other
+              domains: [other.default.svc.cluster.local, 10.96.0.99]
+              routes:
+              - match: { prefix: / }
+                route: { cluster: b }
+            - name: web
+              domains: [web.default.svc.cluster.local, "10.96.0.10:80"]
+              routes:
+              - name: api
+                match: { prefix: /api }
+                route: { cluster: b }
+              - name: canary
+                match: { prefix: /, headers: [ { name: x-canary, present_match: true } ] }
+                route: { cluster: b }
+              - name: default
+                match: { prefix: / }
+                route:
+                  weighted_clusters:
+                    clusters:
+                    - { name: aw, weight: 3 }
+                    - { name: b, weight: 1 }
+  - name: rnd6
+    address: { socket_address: { address: "fd00:96::10", port_value: 80 } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: rnd6
+          cluster: rnd
+  clusters:
+  - name: aw
+    type: STATIC
+    lb_policy: ROUND_ROBIN
+    load_assignment:
+      cluster_name: aw
+      endpoints:
+      - lb_endpoints:
+        - { endpoint: { address: { socket_address: { address: 10.201.1.2, port_value: 8001 } } }, load_balancing_weight: 3 }
+        - { endpoint: { address: { socket_address: { address: 10.201.1.2, port_value: 8002 } } }, load_balancing_weight: 1 }
+  - name: b
+    type: STATIC
+    load_assignment:
+      cluster_name: b
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 10.201.2.2, port_value: 8001 } } }
+  - name: rnd
+    type: STATIC
+    lb_policy: RANDOM
+    load_assignment:
+      cluster_name: rnd
+      endpoints:
+      - lb_endpoints:
+        - { endpoint: { address: { socket_address: { address: "fd00:201:1::2", port_value: 8001 } } }, load_balancing_weight: 3 }
+        - { endpoint: { address: { socket_address: { address: "fd00:201:2::2", port_value: 8001 } } }, load_balancing_weight: 1 }
+`
+
+// TestDaemonHTTPRoutesAndPolicies drives the HTTP compat rules, endpoint
+// weights and RANDOM through the daemon from a config file, with traffic.
+func TestDaemonHTTPRoutesAndPolicies(t *testing.T) {
+	tp := newTopo(t)
+	e := newEnv(t, policyConfig, tp.Client.Path)
+	e.start()
+
+	// HTTP, IPv4: cluster by weight (random), endpoint by weighted round robin
+	const n = 2000
+	got, err := tp.Client.Fetch(tn.VIP, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := count(got)
+	if c[tn.A1]+c[tn.A2]+c[tn.B1] != n {
+		t.Fatalf("replies %v: want only %s, %s and %s", c, tn.A1, tn.A2, tn.B1)
+	}
+	withinBinomial(t, "cluster b (weight 1 of 4)", c[tn.B1], n, 0.25)
+	// aw's picks cycle A1 A1 A1 A2: its counts stay within one cycle of 3:1
+	if d := c[tn.A1] - 3*c[tn.A2]; d < -3 || d > 3 {
+		t.Errorf("weighted round robin inside aw: %d (A1) vs %d (A2), want 3:1 exactly up to one cycle", c[tn.A1], c[tn.A2])
+	}
+	// the routes on a path and on a header, and the other virtual host, are
+	// listed, never silently dropped
+	var notes []string
+	for _, nt := range e.status().NotApplied {
+		notes = append(notes, nt.String())
+	}
+	all := strings.Join(notes, "\n")
+	for _, want := range []string{`route "api": matches on path prefix "/api"`, `route "canary": matches on headers`} {
+		if !strings.Contains(all, want) || !strings.Contains(all, "needs enhanced mode") {
+			t.Errorf("not_applied does not say %q (needs enhanced mode):\n%s", want, all)
+		}
+	}
+	st := e.status()
+	var svc []string
+	for _, s := range st.Services {
+		svc = append(svc, s.Key)
+	}
+	if len(st.Services) != 3 || !strings.Contains(strings.Join(svc, " "), "10.96.0.99:80") {
+		t.Errorf("services %v: want 10.96.0.10:80, 10.96.0.99:80 (the other virtual host) and [fd00:96::10]:80", svc)
+	}
+
+	// RANDOM, IPv6, endpoint weights 3:1
+	got6, err := tp.Client.Fetch(tn.VIPv6, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c6 := count(got6)
+	if c6[tn.A1v6]+c6[tn.B1v6] != n {
+		t.Fatalf("replies %v: want only %s and %s", c6, tn.A1v6, tn.B1v6)
+	}
+	withinBinomial(t, "RANDOM endpoint of weight 1 of 4", c6[tn.B1v6], n, 0.25)
+	// and random, not a weighted cycle: a cycle of 4 repeats at lag 4 every
+	// time, independent picks with probability 3/4·3/4 + 1/4·1/4 = 0.625
+	same := 0
+	for i := 4; i < n; i++ {
+		if got6[i] == got6[i-4] {
+			same++
+		}
+	}
+	if f := float64(same) / float64(n-4); f > 0.75 {
+		t.Errorf("RANDOM: %.3f of picks repeat the pick 4 before (want ~0.625; a round-robin cycle gives 1)", f)
+	}
+	if v := metricValue(e.metrics(), `kmesh_cluster_connections_redirected_total{cluster="rnd"}`); v != n {
+		t.Errorf("cluster rnd redirected = %v, want %d", v, n)
+	}
+}
+
+// withinBinomial fails t unless k of n lies within 5 standard deviations
+// of a binomial(n, p) mean (a false alarm about once in 1.7 million runs).
+func withinBinomial(t *testing.T, what string, k, n int, p float64) {
+	t.Helper()
+	mean, sigma := float64(n)*p, math.Sqrt(float64(n)*p*(1-p))
+	if math.Abs(float64(k)-mean) > 5*sigma {
+		t.Errorf("%s: %d of %d, want %.0f ± %.0f (5σ)", what, k, n, mean, 5*sigma)
+	}
+}
