@@ -55,7 +55,16 @@ func (b Boot) QEMUArgs() []string {
 		cmdline += " " + b.Append
 	}
 	args := []string{
-		"-accel", "tcg,thread=multi",
+		// One host thread runs all vCPUs in turn. Under multi-threaded TCG
+		// a vCPU could run a stale translation of kernel text that another
+		// vCPU had just patched (static keys, text_poke_bp): an "Oops:
+		// int3" panic on 6.12 twice, in sched_clock_cpu during boot
+		// (2026-12-03) and in get_random_u32 in the BPF JIT (2026-12-02,
+		// see -cpu below). The kernel patches its text whenever a static
+		// key flips, which attaching BPF programs does too, so no guest
+		// setting avoids it. With 2 host CPUs and three guests at once the
+		// machine is busy either way; the guests still see 2 vCPUs.
+		"-accel", "tcg,thread=single",
 		// RDRAND (which TCG emulates from the host's getrandom) lets the
 		// kernel's CRNG be ready before /init. Without it the CRNG became
 		// ready tens of seconds into the tests, and the static key that

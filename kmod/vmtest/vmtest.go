@@ -297,6 +297,10 @@ func (r *Result) Summary() string {
 		fmt.Fprintf(&b, "%-6s %-5s %-26s %s\n", r.Kernel, c.Status, c.Name, c.Detail)
 	}
 	for _, c := range r.Commands {
+		if !c.Ran { // the guest ended before it (a panic, a timeout)
+			fmt.Fprintf(&b, "%-6s %-5s %-26s did not run (want exit %d)\n", r.Kernel, "CMD", c.Name, c.Want)
+			continue
+		}
 		fmt.Fprintf(&b, "%-6s %-5s %-26s exit %d (want %d) %v", r.Kernel, "CMD", c.Name, c.Exit, c.Want, c.Took.Round(100*time.Millisecond))
 		if len(c.FailedTests) > 0 {
 			fmt.Fprintf(&b, " failed: %s", strings.Join(c.FailedTests, " "))

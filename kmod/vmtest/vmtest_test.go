@@ -360,3 +360,17 @@ func TestBootTimeout(t *testing.T) {
 		t.Fatalf("console lacks the guest's output:\n%s", tail(console, 2000))
 	}
 }
+
+// TestSummaryCommandNotRun: a command the guest never reached (it panicked
+// first) is reported as such, not as "exit 0 (want 0)".
+func TestSummaryCommandNotRun(t *testing.T) {
+	r := &Result{Kernel: "6.12", Commands: []CommandResult{
+		{Name: "ran", Ran: true, Exit: 0, Want: 0, Took: time.Second},
+		{Name: "never", Want: 0},
+	}}
+	s := r.Summary()
+	if !strings.Contains(s, "ran                        exit 0 (want 0) 1s") ||
+		!strings.Contains(s, "never                      did not run (want exit 0)") || strings.Contains(s, "never                      exit") {
+		t.Errorf("summary:\n%s", s)
+	}
+}
