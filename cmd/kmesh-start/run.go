@@ -108,6 +108,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, exec exec
 	rec.Mode = rep.Mode
 	rec.Reasons = append(rec.Reasons, rep.Fallbacks...)
 
+	recPath := filepath.Join(o.stateDir, "decision.json")
+	if err := writeJSON(recPath, rec); err != nil {
+		l.WithError(err).Warn("decision record not written; /status will not show it")
+		recPath = ""
+	}
 	if o.objectsLink != "" {
 		if err := linkObjects(rep.ObjectsDir, o.objectsLink); err != nil {
 			if o.dryRun { // the link is what was asked for
@@ -119,12 +124,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, exec exec
 		} else {
 			l.WithFields(logrus.Fields{"link": o.objectsLink, "objects": rep.ObjectsDir}).Info("objects linked")
 		}
-	}
-
-	recPath := filepath.Join(o.stateDir, "decision.json")
-	if err := writeJSON(recPath, rec); err != nil {
-		l.WithError(err).Warn("decision record not written; /status will not show it")
-		recPath = ""
 	}
 	if o.dryRun {
 		writeDryRun(stdout, o.output, rec, rep)
