@@ -3,7 +3,6 @@ package daemon
 import (
 	"encoding/json"
 	"fmt"
-	"math"
 	"net/http"
 	"os"
 	"os/exec"
@@ -96,14 +95,6 @@ func attached(t *testing.T, st Status) ([]link.ID, []ebpf.ProgramID) {
 	return ids, progs
 }
 
-func count(replies []string) map[string]int {
-	c := map[string]int{}
-	for _, r := range replies {
-		c[r]++
-	}
-	return c
-}
-
 func (e *env) status() Status {
 	e.t.Helper()
 	code, body := e.get("/status")
@@ -133,12 +124,12 @@ func TestDaemonTrafficConfigAndEnrollment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := count(got)
+	c := tn.Tally(got)
 	nb := c[tn.B1]
-	sigma := math.Sqrt(1000 * 0.9 * 0.1)
-	if math.Abs(float64(nb)-100) > 5*sigma || c[tn.A1]+c[tn.A2]+nb != 1000 {
-		t.Errorf("split = %v, want ~900 a / ~100 b (±%.0f)", c, 5*sigma)
+	if c[tn.A1]+c[tn.A2]+nb != 1000 {
+		t.Errorf("split = %v, want only a's and b's endpoints", c)
 	}
+	tn.Within5Sigma(t, "cluster b of 90/10", nb, 1000, 0.1)
 	if d := c[tn.A1] - c[tn.A2]; d < -1 || d > 1 {
 		t.Errorf("round robin inside a: %d vs %d", c[tn.A1], c[tn.A2])
 	}
@@ -147,11 +138,11 @@ func TestDaemonTrafficConfigAndEnrollment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c6 := count(got6); c6[tn.A1v6] != 10 || c6[tn.B1v6] != 10 {
+	if c6 := tn.Tally(got6); c6[tn.A1v6] != 10 || c6[tn.B1v6] != 10 {
 		t.Errorf("IPv6 round robin: %v", c6)
 	}
 	// a namespace that is not enrolled is untouched
-	if o, err := tp.Other.Fetch(tn.VIP, 3); err != nil || count(o)[tn.Unrewritten] != 3 {
+	if o, err := tp.Other.Fetch(tn.VIP, 3); err != nil || tn.Tally(o)[tn.Unrewritten] != 3 {
 		t.Errorf("non-enrolled namespace: %v %v", o, err)
 	}
 	m := e.metrics()

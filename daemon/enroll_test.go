@@ -183,7 +183,7 @@ func TestDaemonPassthrough(t *testing.T) {
 			t.Errorf("passthrough VIP %s reached %v: it must keep its (unroutable) destination, not take the wildcard's cluster", vip, got)
 		}
 	}
-	if got, err := tp.Client.Fetch(tn.VIP, 2); err != nil || count(got)[tn.A1] != 2 {
+	if got, err := tp.Client.Fetch(tn.VIP, 2); err != nil || tn.Tally(got)[tn.A1] != 2 {
 		t.Errorf("another VIP on port 80: %v %v, want the wildcard's %s", got, err, tn.A1)
 	}
 	if v := metricValue(e.metrics(), `kmesh_service_connections_redirected_total{service="any",vip="0.0.0.0:80"}`); v != 2 {

@@ -1,26 +1,19 @@
 package daemon
 
 import (
-	"math"
 	"strings"
 	"testing"
 
+	"kmesh.dev/kmesh/daemon/config/configtest"
 	tn "kmesh.dev/kmesh/daemon/internal/testnet"
 )
 
-// policyConfig routes two services the ways the other traffic tests do not:
-//
-//   - 10.96.0.10:80 through an http_connection_manager on 0.0.0.0:80: the
-//     virtual host is picked by the VIP among its domains (Istio's outbound
-//     model; "other" names another VIP), and its routes on a path and on a
-//     header cannot be decided at connect() (noted, not taken), so the
-//     catch-all's weighted_clusters apply: "aw" 3 : "b" 1, and inside "aw"
-//     ROUND_ROBIN with load_balancing_weight 3 (A1) : 1 (A2).
-//   - [fd00:96::10]:80 through tcp_proxy to "rnd": RANDOM with
-//     load_balancing_weight 3 (A1v6) : 1 (B1v6).
-const policyConfig = `static_resources:
-  listeners:
-  - name: outbound_80
+// hcmListener is an http_connection_manager on 0.0.0.0:80 (a listener item of
+// static_resources): the virtual host is picked by the VIP among its domains
+// (Istio's outbound model; "other" names another VIP), and the routes on a
+// path and on a header cannot be decided at connect() (noted, not taken), so
+// 10.96.0.10:80 gets the catch-all's weighted_clusters: "aw" 3 : "b" 1.
+const hcmListener = `  - name: outbound_80
     address: { socket_address: { address: 0.0.0.0, port_value: 80 } }
     filter_chains:
     - filters:
@@ -56,48 +49,28 @@ const policyConfig = `static_resources:
                     clusters:
                     - { name: aw, weight: 3 }
                     - { name: b, weight: 1 }
-  - name: rnd6
-    address: { socket_address: { address: "fd00:96::10", port_value: 80 } }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.tcp_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-          stat_prefix: rnd6
-          cluster: rnd
-  clusters:
-  - name: aw
-    type: STATIC
-    lb_policy: ROUND_ROBIN
-    load_assignment:
-      cluster_name: aw
-      endpoints:
-      - lb_endpoints:
-        - { endpoint: { address: { socket_address: { address: 10.201.1.2, port_value: 8001 } } }, load_balancing_weight: 3 }
-        - { endpoint: { address: { socket_address: { address: 10.201.1.2, port_value: 8002 } } }, load_balancing_weight: 1 }
-  - name: b
-    type: STATIC
-    load_assignment:
-      cluster_name: b
-      endpoints:
-      - lb_endpoints:
-        - endpoint: { address: { socket_address: { address: 10.201.2.2, port_value: 8001 } } }
-  - name: rnd
-    type: STATIC
-    lb_policy: RANDOM
-    load_assignment:
-      cluster_name: rnd
-      endpoints:
-      - lb_endpoints:
-        - { endpoint: { address: { socket_address: { address: "fd00:201:1::2", port_value: 8001 } } }, load_balancing_weight: 3 }
-        - { endpoint: { address: { socket_address: { address: "fd00:201:2::2", port_value: 8001 } } }, load_balancing_weight: 1 }
 `
+
+// policyConfig is hcmListener, a tcp_proxy service on [fd00:96::10]:80 to
+// "rnd" (RANDOM, load_balancing_weight 3 (A1v6) : 1 (B1v6)), and "aw"
+// (ROUND_ROBIN, load_balancing_weight 3 (A1) : 1 (A2)).
+func policyConfig() string {
+	c := configtest.Config{
+		Services: []configtest.Service{{Name: "rnd6", VIP: tn.VIPv6, Clusters: []configtest.WeightedCluster{{Name: "rnd"}}}},
+		Clusters: []configtest.Cluster{
+			{Name: "aw", Endpoints: []string{tn.A1, tn.A2}, Weights: []uint32{3, 1}},
+			{Name: "b", Endpoints: []string{tn.B1}},
+			{Name: "rnd", Policy: "RANDOM", Endpoints: []string{tn.A1v6, tn.B1v6}, Weights: []uint32{3, 1}},
+		},
+	}.YAML()
+	return strings.Replace(c, "  listeners:\n", "  listeners:\n"+hcmListener, 1)
+}
 
 // TestDaemonHTTPRoutesAndPolicies drives the HTTP compat rules, endpoint
 // weights and RANDOM through the daemon from a config file, with traffic.
 func TestDaemonHTTPRoutesAndPolicies(t *testing.T) {
 	tp := newTopo(t)
-	e := newEnv(t, policyConfig, tp.Client.Path)
+	e := newEnv(t, policyConfig(), tp.Client.Path)
 	e.start()
 
 	// HTTP, IPv4: cluster by weight (random), endpoint by weighted round robin
@@ -106,11 +79,11 @@ func TestDaemonHTTPRoutesAndPolicies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := count(got)
+	c := tn.Tally(got)
 	if c[tn.A1]+c[tn.A2]+c[tn.B1] != n {
 		t.Fatalf("replies %v: want only %s, %s and %s", c, tn.A1, tn.A2, tn.B1)
 	}
-	withinBinomial(t, "cluster b (weight 1 of 4)", c[tn.B1], n, 0.25)
+	tn.Within5Sigma(t, "cluster b (weight 1 of 4)", c[tn.B1], n, 0.25)
 	// aw's picks cycle A1 A1 A1 A2: its counts stay within one cycle of 3:1
 	if d := c[tn.A1] - 3*c[tn.A2]; d < -3 || d > 3 {
 		t.Errorf("weighted round robin inside aw: %d (A1) vs %d (A2), want 3:1 exactly up to one cycle", c[tn.A1], c[tn.A2])
@@ -141,11 +114,11 @@ func TestDaemonHTTPRoutesAndPolicies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c6 := count(got6)
+	c6 := tn.Tally(got6)
 	if c6[tn.A1v6]+c6[tn.B1v6] != n {
 		t.Fatalf("replies %v: want only %s and %s", c6, tn.A1v6, tn.B1v6)
 	}
-	withinBinomial(t, "RANDOM endpoint of weight 1 of 4", c6[tn.B1v6], n, 0.25)
+	tn.Within5Sigma(t, "RANDOM endpoint of weight 1 of 4", c6[tn.B1v6], n, 0.25)
 	// and random, not a weighted cycle: a cycle of 4 repeats at lag 4 every
 	// time, independent picks with probability 3/4·3/4 + 1/4·1/4 = 0.625
 	same := 0
@@ -159,15 +132,5 @@ func TestDaemonHTTPRoutesAndPolicies(t *testing.T) {
 	}
 	if v := metricValue(e.metrics(), `kmesh_cluster_connections_redirected_total{cluster="rnd"}`); v != n {
 		t.Errorf("cluster rnd redirected = %v, want %d", v, n)
-	}
-}
-
-// withinBinomial fails t unless k of n lies within 5 standard deviations
-// of a binomial(n, p) mean (a false alarm about once in 1.7 million runs).
-func withinBinomial(t *testing.T, what string, k, n int, p float64) {
-	t.Helper()
-	mean, sigma := float64(n)*p, math.Sqrt(float64(n)*p*(1-p))
-	if math.Abs(float64(k)-mean) > 5*sigma {
-		t.Errorf("%s: %d of %d, want %.0f ± %.0f (5σ)", what, k, n, mean, 5*sigma)
 	}
 }

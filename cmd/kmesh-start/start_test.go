@@ -106,12 +106,19 @@ func TestDryRunJSON(t *testing.T) {
 		t.Errorf("decision record: %v", err)
 	}
 	// --objects-link: make bpf's out/bpf points at the verified objects
-	if target, err := os.Readlink(link); err != nil || target != mustAbs(t, res.Build.ObjectsDir) {
-		t.Errorf("objects link: %q %v, want %s", target, err, res.Build.ObjectsDir)
+	checkLink := func(which string) {
+		t.Helper()
+		if target, err := os.Readlink(link); err != nil || target != mustAbs(t, res.Build.ObjectsDir) {
+			t.Errorf("%s: objects link: %q %v, want %s", which, target, err, res.Build.ObjectsDir)
+		}
+		if _, err := os.Stat(filepath.Join(link, "connect.o")); err != nil {
+			t.Errorf("%s: objects link: %v", which, err)
+		}
+		if left, _ := filepath.Glob(link + ".tmp-*"); len(left) > 0 {
+			t.Errorf("%s: temporary links left behind: %v", which, left)
+		}
 	}
-	if _, err := os.Stat(filepath.Join(link, "connect.o")); err != nil {
-		t.Errorf("objects link: %v", err)
-	}
+	checkLink("first dry run")
 	out.Reset()
 	if code := run(context.Background(), e.args("--dry-run", "--output=json", "--objects-link="+link), &out, &errb, noExec); code != 0 {
 		t.Fatal("second dry run failed (an earlier link is replaced)")
@@ -120,6 +127,7 @@ func TestDryRunJSON(t *testing.T) {
 	if !res.Build.CacheHit {
 		t.Error("second dry run was not a cache hit")
 	}
+	checkLink("second dry run")
 	// anything but a symlink at the link's path is left alone, and said so
 	notLink := filepath.Join(t.TempDir(), "bpf")
 	if err := os.WriteFile(notLink, []byte("mine"), 0o644); err != nil {

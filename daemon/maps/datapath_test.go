@@ -367,26 +367,6 @@ func fetchSock(t *testing.T, ns *testnet.Netns, family int, dst string) (string,
 	return s.readLine(), s.peer()
 }
 
-func tally(got []string) map[string]int {
-	m := map[string]int{}
-	for _, g := range got {
-		m[g]++
-	}
-	return m
-}
-
-// within checks k successes of n trials against probability p, 5 sigma.
-func within(t *testing.T, what string, k, n int, p float64) {
-	t.Helper()
-	mean := float64(n) * p
-	sigma := math.Sqrt(float64(n) * p * (1 - p))
-	if dev := math.Abs(float64(k) - mean); dev > 5*sigma {
-		t.Errorf("%s: %d of %d, expected %.1f ± %.1f (5σ)", what, k, n, mean, 5*sigma)
-	} else {
-		t.Logf("%s: %d of %d (expected %.1f, %.1fσ off)", what, k, n, mean, dev/sigma)
-	}
-}
-
 // binomPMF is P(X = k) for X ~ Binomial(n, p).
 func binomPMF(n, k int, p float64) float64 {
 	lg := func(x int) float64 { v, _ := math.Lgamma(float64(x) + 1); return v }
@@ -512,7 +492,7 @@ func runDatapathCases(t *testing.T, base *harness, v variant) {
 			if err := <-errs; err != nil {
 				h.t.Fatal(err)
 			}
-			for k, n := range tally(<-results) {
+			for k, n := range testnet.Tally(<-results) {
 				all[k] += n
 			}
 		}
@@ -533,7 +513,7 @@ func runDatapathCases(t *testing.T, base *harness, v variant) {
 		h.service("10.96.0.11:80", 2, WeightedCluster{ClusterID: 2})
 		got := h.fetch("10.96.0.11:80", 400)
 		wantCycle(h.t, got, slots)
-		if c := tally(got); c[a1] != 300 || c[b1] != 100 {
+		if c := testnet.Tally(got); c[a1] != 300 || c[b1] != 100 {
 			h.t.Errorf("3:1 round robin gave %v", c)
 		}
 		h.wantCluster(2, Stats{Redirected: 400})
@@ -544,9 +524,9 @@ func runDatapathCases(t *testing.T, base *harness, v variant) {
 		h.service("10.96.0.12:80", 3, WeightedCluster{ClusterID: 3})
 		const n = 1200
 		got := h.fetch("10.96.0.12:80", n)
-		c := tally(got)
+		c := testnet.Tally(got)
 		for _, e := range []string{a1, a2, b1} {
-			within(h.t, "random "+e, c[e], n, 1.0/3)
+			testnet.Within5Sigma(h.t, "random "+e, c[e], n, 1.0/3)
 		}
 		// The counts alone would pass with round robin. For independent
 		// uniform picks over 3 slots the step from one pick to the next is
@@ -569,8 +549,8 @@ func runDatapathCases(t *testing.T, base *harness, v variant) {
 		h.cluster(4, PolicyRandom, ep(a1, 3), ep(b1, 1))
 		h.service("10.96.0.13:80", 4, WeightedCluster{ClusterID: 4})
 		const n = 1000
-		c := tally(h.fetch("10.96.0.13:80", n))
-		within(h.t, "random weight 3 of 3:1", c[a1], n, 0.75)
+		c := testnet.Tally(h.fetch("10.96.0.13:80", n))
+		testnet.Within5Sigma(h.t, "random weight 3 of 3:1", c[a1], n, 0.75)
 		if c[a1]+c[b1] != n {
 			h.t.Errorf("replies %v", c)
 		}
@@ -589,7 +569,7 @@ func runDatapathCases(t *testing.T, base *harness, v variant) {
 		if weak := binomIn(n, 0.15, lo, hi); weak > 1e-5 {
 			h.t.Fatalf("bounds [%d, %d] accept an 85/15 split with probability %g", lo, hi, weak)
 		}
-		c := tally(h.fetch("10.96.0.14:80", n))
+		c := testnet.Tally(h.fetch("10.96.0.14:80", n))
 		wantBinomial(h.t, "cluster weight 10 of 90/10", c[b1], n, 0.10)
 		// Within the 90% cluster, round robin stays exact.
 		if d := c[a1] - c[a2]; d < 0 || d > 1 {
@@ -608,14 +588,14 @@ func runDatapathCases(t *testing.T, base *harness, v variant) {
 
 		h.cluster(8, PolicyRandom, ep(a1v6, 3), ep(b1v6, 1))
 		h.service("[fd00:96::11]:80", 7, WeightedCluster{ClusterID: 8})
-		c := tally(h.fetch("[fd00:96::11]:80", 600))
-		within(h.t, "IPv6 random weight 3 of 3:1", c[a1v6], 600, 0.75)
+		c := testnet.Tally(h.fetch("[fd00:96::11]:80", 600))
+		testnet.Within5Sigma(h.t, "IPv6 random weight 3 of 3:1", c[a1v6], 600, 0.75)
 
 		h.cluster(9, PolicyRoundRobin, ep(b1v6, 1))
 		h.cluster(15, PolicyRoundRobin, ep(a1v6, 1), ep(a2v6, 1))
 		h.service("[fd00:96::12]:80", 8, WeightedCluster{15, 90}, WeightedCluster{9, 10})
-		c = tally(h.fetch("[fd00:96::12]:80", 1000))
-		within(h.t, "IPv6 cluster weight 10 of 90/10", c[b1v6], 1000, 0.10)
+		c = testnet.Tally(h.fetch("[fd00:96::12]:80", 1000))
+		testnet.Within5Sigma(h.t, "IPv6 cluster weight 10 of 90/10", c[b1v6], 1000, 0.10)
 		h.wantCluster(9, Stats{Redirected: uint64(c[b1v6])})
 		h.wantCluster(15, Stats{Redirected: uint64(c[a1v6] + c[a2v6])})
 		h.wantSvc(8, Stats{Redirected: 1000})

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -269,4 +270,27 @@ func Echo(c net.Conn, line string) (string, error) {
 	}
 	r, err := bufio.NewReader(c).ReadString('\n')
 	return strings.TrimSuffix(r, "\n"), err
+}
+
+// Tally counts the replies of Fetch by value.
+func Tally(replies []string) map[string]int {
+	m := map[string]int{}
+	for _, r := range replies {
+		m[r]++
+	}
+	return m
+}
+
+// Within5Sigma fails t unless k successes of n trials lie within 5
+// standard deviations of a binomial(n, p) mean (a false alarm about once
+// in 1.7 million checks).
+func Within5Sigma(t testing.TB, what string, k, n int, p float64) {
+	t.Helper()
+	mean := float64(n) * p
+	sigma := math.Sqrt(float64(n) * p * (1 - p))
+	if dev := math.Abs(float64(k) - mean); dev > 5*sigma {
+		t.Errorf("%s: %d of %d, expected %.1f ± %.1f (5σ)", what, k, n, mean, 5*sigma)
+	} else {
+		t.Logf("%s: %d of %d (expected %.1f, %.1fσ off)", what, k, n, mean, dev/sigma)
+	}
 }
