@@ -53,12 +53,15 @@ type env struct {
 	log    *strings.Builder
 	cancel context.CancelFunc
 	done   chan error
+	// readyWithin bounds how long start waits for /ready (60 s unless a
+	// test that parses a huge config sets more)
+	readyWithin time.Duration
 }
 
 func newEnv(t *testing.T, config string, enroll ...string) *env {
 	t.Helper()
 	base := t.TempDir()
-	e := &env{t: t, cfg: filepath.Join(base, "kmesh.yaml"), log: &strings.Builder{}}
+	e := &env{t: t, cfg: filepath.Join(base, "kmesh.yaml"), log: &strings.Builder{}, readyWithin: 60 * time.Second}
 	writeFileAtomic(t, e.cfg, config)
 	l := logrus.New()
 	l.SetOutput(io.MultiWriter(e.log, testWriter{t}))
@@ -94,7 +97,7 @@ func (e *env) startWith(ok func(code int) bool) {
 	e.cancel, e.done = cancel, make(chan error, 1)
 	go func() { e.done <- Run(ctx, e.opts) }()
 	// generous: under TCG on a loaded machine the verifier alone takes seconds
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(e.readyWithin)
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-e.done:
@@ -107,7 +110,7 @@ func (e *env) startWith(ok func(code int) bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	e.t.Fatal("daemon not ready after 60s")
+	e.t.Fatalf("daemon not ready after %v", e.readyWithin)
 }
 
 // stop ends the daemon like SIGTERM does.

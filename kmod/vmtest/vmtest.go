@@ -191,17 +191,20 @@ func (r *Result) Err() error {
 	}
 	// The console tail shows the last commands; a failed Go test's own
 	// lines (its t.Log and t.Error output) are picked out of its command's
-	// output, which the tail has usually scrolled past.
+	// output, which the tail has usually scrolled past. They come after the
+	// tail and the reasons are repeated last: a CI log cut short keeps its
+	// end, and the end then says what failed.
 	var logs strings.Builder
 	for _, c := range r.Commands {
 		if c.Exit != c.Want {
 			for _, name := range leafTests(c.FailedTests) {
-				fmt.Fprintf(&logs, "--- %s: %s ---\n%s\n", c.Name, name, testLog(c.Output, name, 40))
+				fmt.Fprintf(&logs, "--- %s: %s ---\n%s\n", c.Name, name, testLog(c.Output, name, 60))
 			}
 		}
 	}
-	return fmt.Errorf("vmtest %s (%s): %s\n%s--- console tail ---\n%s", r.Kernel, r.Release,
-		strings.Join(errs, "; "), logs.String(), tail(r.Output, 6000))
+	reasons := strings.Join(errs, "; ")
+	return fmt.Errorf("vmtest %s (%s): %s\n--- console tail ---\n%s\n%s--- vmtest %s failed: %s", r.Kernel, r.Release,
+		reasons, tail(r.Output, 6000), logs.String(), r.Kernel, reasons)
 }
 
 // runningTest is the last test `go test -v` output started and did not
@@ -249,10 +252,11 @@ func leafTests(names []string) []string {
 }
 
 // testLog returns up to max lines that `go test -v` printed while test
-// name ran: from its "=== RUN" line to the next "=== " or "--- " line.
+// name ran: from its "=== RUN" line to the next "=== " or "--- " line; of
+// a longer log, its first quarter and its end.
 func testLog(output, name string, max int) string {
 	var lines []string
-	in, more := false, 0
+	in := false
 	for _, l := range strings.Split(output, "\n") {
 		l = strings.TrimRight(l, "\r")
 		t := strings.TrimLeft(l, " ")
@@ -266,17 +270,17 @@ func testLog(output, name string, max int) string {
 		if !in {
 			continue
 		}
-		if len(lines) == max {
-			more++
-			continue
-		}
 		lines = append(lines, l)
 	}
 	if len(lines) == 0 {
 		return "(no output of its own)"
 	}
-	if more > 0 {
-		lines = append(lines, fmt.Sprintf("... %d more lines", more))
+	if len(lines) > max {
+		// the first lines say what the test set up, the last ones how it
+		// ended (a t.Fatal is its last line)
+		head := max / 4
+		cut := len(lines) - max
+		lines = append(append(lines[:head:head], fmt.Sprintf("... %d lines left out ...", cut)), lines[head+cut:]...)
 	}
 	return strings.Join(lines, "\n")
 }

@@ -266,12 +266,41 @@ func TestResultErrTestLog(t *testing.T) {
 		t.Fatal("no error for a failed command")
 	}
 	msg := err.Error()
-	if !strings.Contains(msg, "--- maps: TestA/sub ---\n    a_test.go:10: boom\n    a_test.go:11: more\n--- console tail") {
-		t.Errorf("error lacks the failed subtest's log:\n%s", msg)
+	// the end of the message (what a CI log cut short keeps) is the failed
+	// subtest's log and the reasons
+	const end = "--- maps: TestA/sub ---\n    a_test.go:10: boom\n    a_test.go:11: more\n" +
+		"--- vmtest  failed: command maps exited 1, want 0; failed tests: TestA TestA/sub"
+	if !strings.HasSuffix(msg, end) {
+		t.Errorf("error does not end with the failed subtest's log and the reasons:\n%s", msg)
 	}
-	if i := strings.Index(msg, "--- console tail"); strings.Contains(msg[:i], "fine") || strings.Contains(msg[:i], "not this one") ||
-		strings.Contains(msg[:i], "--- maps: TestA ---") {
+	if !strings.HasPrefix(msg, "vmtest  (): command maps exited 1") {
+		t.Errorf("error does not start with the reasons:\n%s", msg)
+	}
+	i := strings.Index(msg, "--- console tail ---\n")
+	after := msg[i+len("--- console tail ---\n"):]
+	if j := strings.Index(after, "KMESH-VMTEST-DONE"); j < 0 {
+		t.Fatalf("no console tail:\n%s", msg)
+	} else if rest := after[j:]; strings.Contains(rest, "fine") || strings.Contains(rest, "not this one") ||
+		strings.Contains(rest, "--- maps: TestA ---") {
 		t.Errorf("error picks lines of passing tests or the parent:\n%s", msg)
+	}
+}
+
+// TestTestLogLong: of a long test log, the first quarter and the end are
+// kept, so that the last line (a t.Fatal) is never the one left out.
+func TestTestLogLong(t *testing.T) {
+	out := "=== RUN   TestA\n"
+	for i := 1; i <= 100; i++ {
+		out += fmt.Sprintf("    a_test.go:%d: line %d\n", i, i)
+	}
+	out += "--- FAIL: TestA (1.00s)\n"
+	got := strings.Split(testLog(out, "TestA", 20), "\n")
+	if len(got) != 21 || got[0] != "    a_test.go:1: line 1" || got[4] != "    a_test.go:5: line 5" ||
+		got[5] != "... 80 lines left out ..." || got[6] != "    a_test.go:86: line 86" || got[20] != "    a_test.go:100: line 100" {
+		t.Errorf("testLog of 100 lines, max 20:\n%s", strings.Join(got, "\n"))
+	}
+	if got := testLog(out, "TestB", 20); got != "(no output of its own)" {
+		t.Errorf("testLog of a test that did not run: %q", got)
 	}
 }
 
