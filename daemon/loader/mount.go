@@ -23,19 +23,45 @@ import (
 // it finds itself in: the lowest mount wins, a kmesh mount above another one
 // is removed again.
 func ensureMount(fstype, dir string, log logrus.FieldLogger) (bool, error) {
+	return mounter{log: log}.ensure(fstype, dir)
+}
+
+// mountAttempts bounds ensureMount's tries: a race at node start settles in
+// one or two; sleeps of 0.1, 0.2, 0.3, 0.4 s come between them.
+const mountAttempts = 5
+
+// mounter carries ensureMount's steps. between, when set (tests), runs in
+// each attempt where another agent's mount or unmount can land: before
+// kmesh's mount(2) ("mount") and between it and settling the stack
+// ("settle").
+type mounter struct {
+	log     logrus.FieldLogger
+	between func(step string, attempt int)
+	// classic mounts with mount(2) only, as where a seccomp profile
+	// filters fsopen (tests run both ways)
+	classic bool
+}
+
+func (mt mounter) ensure(fstype, dir string) (bool, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return false, fmt.Errorf("create mount point %s: %w", dir, err)
 	}
-	log = log.WithFields(logrus.Fields{"fstype": fstype, "path": dir})
+	log := mt.log.WithFields(logrus.Fields{"fstype": fstype, "path": dir})
 	unlock, err := lockDir(filepath.Dir(dir))
 	if err != nil {
 		log.WithError(err).Warn("mounting without the lock kmesh mounters share: a kmesh container starting at the same moment may stack a mount (settled as for other agents)")
 	} else {
 		defer unlock()
 	}
+	step := func(name string, attempt int) {
+		if mt.between != nil {
+			mt.between(name, attempt)
+		}
+	}
 	var lastErr error
-	for attempt := 0; attempt < 5; attempt++ {
+	for attempt := 0; attempt < mountAttempts; attempt++ {
 		if attempt > 0 {
+			log.WithError(lastErr).WithField("attempt", attempt+1).Info("mount raced with another agent: looking again")
 			time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
 		}
 		stack, err := mountStack(dir, fstype)
@@ -50,14 +76,24 @@ func ensureMount(fstype, dir string, log logrus.FieldLogger) (bool, error) {
 			}
 			return false, nil
 		}
-		id, err := mountAt(fstype, dir)
+		step("mount", attempt)
+		mount := mountAt
+		if mt.classic {
+			mount = mountClassic
+		}
+		id, err := mount(fstype, dir)
 		if err != nil {
-			if errors.Is(err, unix.EBUSY) { // raced with another mounter
-				lastErr = err
+			// cgroup2 has one superblock per cgroup namespace, and mount(2)
+			// refuses it twice on one mount point: another agent mounted it
+			// since the look above (move_mount stacks it instead, and
+			// settleStack removes it)
+			if errors.Is(err, unix.EBUSY) {
+				lastErr = fmt.Errorf("a mount appeared after the check: %w", err)
 				continue
 			}
 			return false, fmt.Errorf("mount %s at %s: %w", fstype, dir, err)
 		}
+		step("settle", attempt)
 		mine, err := settleStack(fstype, dir, id, log)
 		if errors.Is(err, errMountGone) { // another agent removed it: look again
 			lastErr = err
@@ -71,7 +107,7 @@ func ensureMount(fstype, dir string, log logrus.FieldLogger) (bool, error) {
 		}
 		return mine, nil
 	}
-	return false, fmt.Errorf("mount %s at %s: %w", fstype, dir, lastErr)
+	return false, fmt.Errorf("mount %s at %s: gave up after %d attempts: %w", fstype, dir, mountAttempts, lastErr)
 }
 
 // lockDir takes an exclusive flock on directory dir; unlock releases it.
@@ -154,7 +190,9 @@ func mountID(dirfd int, path string) (uint64, error) {
 // mount and uses the one below. Below others, kmesh won: it waits briefly for
 // them to go (another kmesh removes its own); one that stays belongs to an
 // agent that does not settle races, and kmesh then leaves both, uses the
-// visible one, does not claim it, and warns.
+// visible one, does not claim it, and warns. Mount IDs are reused once freed:
+// had another agent removed kmesh's mount and made one that got its ID in
+// the milliseconds before this looks, kmesh would take that one for its own.
 func settleStack(fstype, dir string, id uint64, log logrus.FieldLogger) (mine bool, err error) {
 	deadline := time.Now().Add(time.Second)
 	var busy error // the last unmount of ours refused as busy

@@ -2,7 +2,9 @@ package loader
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -201,6 +203,117 @@ func TestSettleStack(t *testing.T) {
 			t.Fatalf("ensureMount changed the stack: %v", ids)
 		}
 	})
+}
+
+// TestEnsureMountInterleaved puts another agent's mount or unmount, by
+// util-linux's mount(8) and umount(8), between ensureMount's steps, where
+// the flock kmesh mounters share does not reach: each retry branch runs,
+// with the new mount API and with mount(2) (where fsopen is filtered).
+func TestEnsureMountInterleaved(t *testing.T) {
+	requireRoot(t)
+	agent := func(t *testing.T, args ...string) {
+		t.Helper()
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("other agent: %v: %v: %s", args, err, out)
+		}
+	}
+	retries := func(hook *test.Hook) []string {
+		var out []string
+		for _, e := range hook.AllEntries() {
+			if strings.Contains(e.Message, "looking again") {
+				out = append(out, fmt.Sprint(e.Data[logrus.ErrorKey]))
+			}
+		}
+		return out
+	}
+	logged := func(hook *test.Hook, msg string) bool {
+		for _, e := range hook.AllEntries() {
+			if strings.Contains(e.Message, msg) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, classic := range []bool{false, true} {
+		api := map[bool]string{false: "fsmount", true: "mount2"}[classic]
+		t.Run(api+"/cgroup2-mounted-before-kmesh", func(t *testing.T) {
+			// another agent's mount lands between the look and kmesh's
+			// mount: mount(2) refuses the cgroup2 superblock twice on one
+			// mount point (EBUSY) and kmesh looks again; move_mount
+			// stacks it and kmesh removes its own. Either way the other
+			// agent's mount is used and not claimed.
+			dir := mountDir(t)
+			var other []uint64
+			log, hook := test.NewNullLogger()
+			mt := mounter{log: log, classic: classic, between: func(step string, attempt int) {
+				if step == "mount" && attempt == 0 {
+					agent(t, "mount", "-t", "cgroup2", "none", dir)
+					other = stackOf(t, dir, "cgroup2")
+				}
+			}}
+			mine, err := mt.ensure("cgroup2", dir)
+			if err != nil || mine {
+				t.Fatalf("ensure: mine=%v err=%v, want the other agent's mount used (false, nil)", mine, err)
+			}
+			if ids := stackOf(t, dir, "cgroup2"); len(ids) != 1 || len(other) != 1 || ids[0] != other[0] {
+				t.Fatalf("stack %v, want only the other agent's mount %v", ids, other)
+			}
+			r := retries(hook)
+			if classic && (len(r) != 1 || !strings.Contains(r[0], "a mount appeared after the check: device or resource busy")) {
+				t.Fatalf("retries logged %q, want one naming EBUSY", r)
+			}
+			if !classic && (len(r) != 0 || !logged(hook, "using its mount")) {
+				t.Fatalf("retries logged %q; want none, and kmesh's stacked mount removed", r)
+			}
+		})
+		t.Run(api+"/bpf-unmounted-before-settling", func(t *testing.T) {
+			// kmesh's new mount vanishes before it settles: it mounts again
+			dir := mountDir(t)
+			log, hook := test.NewNullLogger()
+			mounts := 0
+			mt := mounter{log: log, classic: classic, between: func(step string, attempt int) {
+				if step == "settle" {
+					if mounts++; attempt == 0 {
+						agent(t, "umount", dir)
+					}
+				}
+			}}
+			mine, err := mt.ensure("bpf", dir)
+			if err != nil || !mine {
+				t.Fatalf("ensure: mine=%v err=%v, want kmesh's second mount (true, nil)", mine, err)
+			}
+			if ids := stackOf(t, dir, "bpf"); len(ids) != 1 || mounts != 2 {
+				t.Fatalf("stack %v after %d mounts by kmesh, want one mount after two", ids, mounts)
+			}
+			if r := retries(hook); len(r) != 1 || !strings.Contains(r[0], "no longer at its mount point") {
+				t.Fatalf("retries logged %q, want one naming the vanished mount", r)
+			}
+		})
+		t.Run(api+"/bpf-unmounted-every-time", func(t *testing.T) {
+			// an agent that keeps removing it: a bounded number of tries,
+			// then an error that says why, and nothing left mounted
+			dir := mountDir(t)
+			log, hook := test.NewNullLogger()
+			mounts := 0
+			mt := mounter{log: log, classic: classic, between: func(step string, attempt int) {
+				if step == "settle" {
+					mounts++
+					agent(t, "umount", dir)
+				}
+			}}
+			mine, err := mt.ensure("bpf", dir)
+			if !errors.Is(err, errMountGone) || mine || !strings.Contains(err.Error(), "gave up after 5 attempts") ||
+				!strings.Contains(err.Error(), dir) {
+				t.Fatalf("ensure: mine=%v err=%v, want an error naming %s, the attempts and the vanished mount", mine, err, dir)
+			}
+			if mounts != mountAttempts || len(retries(hook)) != mountAttempts-1 {
+				t.Fatalf("%d mounts, %d retries logged; want %d and %d", mounts, len(retries(hook)), mountAttempts, mountAttempts-1)
+			}
+			if ids := stackOf(t, dir, "bpf"); len(ids) != 0 {
+				t.Fatalf("stack %v, want nothing mounted", ids)
+			}
+		})
+	}
 }
 
 func requireRoot(t *testing.T) {
