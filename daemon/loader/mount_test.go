@@ -266,53 +266,48 @@ func TestEnsureMountInterleaved(t *testing.T) {
 				t.Fatalf("retries logged %q; want none, and kmesh's stacked mount removed", r)
 			}
 		})
-		t.Run(api+"/bpf-unmounted-before-settling", func(t *testing.T) {
-			// kmesh's new mount vanishes before it settles: it mounts again
-			dir := mountDir(t)
-			log, hook := test.NewNullLogger()
-			mounts := 0
-			mt := mounter{log: log, classic: classic, between: func(step string, attempt int) {
-				if step == "settle" {
-					if mounts++; attempt == 0 {
-						agent(t, "umount", dir)
+		// kmesh's new mount vanishes before it settles: once, and kmesh
+		// mounts again and claims that one; every time, and kmesh gives up
+		// after a bounded number of tries with an error that says why,
+		// leaving nothing mounted
+		for _, always := range []bool{false, true} {
+			name := map[bool]string{false: "bpf-unmounted-before-settling", true: "bpf-unmounted-every-time"}[always]
+			t.Run(api+"/"+name, func(t *testing.T) {
+				dir := mountDir(t)
+				log, hook := test.NewNullLogger()
+				mounts := 0
+				mt := mounter{log: log, classic: classic, between: func(step string, attempt int) {
+					if step == "settle" {
+						if mounts++; always || attempt == 0 {
+							agent(t, "umount", dir)
+						}
+					}
+				}}
+				mine, err := mt.ensure("bpf", dir)
+				wantMounts, wantStack := 2, 1
+				if always {
+					wantMounts, wantStack = mountAttempts, 0
+					if !errors.Is(err, errMountGone) || mine || !strings.Contains(err.Error(), "gave up after 5 attempts") ||
+						!strings.Contains(err.Error(), dir) {
+						t.Fatalf("ensure: mine=%v err=%v, want an error naming %s, the attempts and the vanished mount", mine, err, dir)
+					}
+				} else if err != nil || !mine {
+					t.Fatalf("ensure: mine=%v err=%v, want kmesh's second mount (true, nil)", mine, err)
+				}
+				if ids := stackOf(t, dir, "bpf"); len(ids) != wantStack || mounts != wantMounts {
+					t.Fatalf("stack %v after %d mounts by kmesh, want %d mount(s) after %d", ids, mounts, wantStack, wantMounts)
+				}
+				r := retries(hook)
+				if len(r) != wantMounts-1 {
+					t.Fatalf("retries logged %q, want %d", r, wantMounts-1)
+				}
+				for _, e := range r {
+					if !strings.Contains(e, "no longer at its mount point") {
+						t.Fatalf("retry logged %q, want it to name the vanished mount", e)
 					}
 				}
-			}}
-			mine, err := mt.ensure("bpf", dir)
-			if err != nil || !mine {
-				t.Fatalf("ensure: mine=%v err=%v, want kmesh's second mount (true, nil)", mine, err)
-			}
-			if ids := stackOf(t, dir, "bpf"); len(ids) != 1 || mounts != 2 {
-				t.Fatalf("stack %v after %d mounts by kmesh, want one mount after two", ids, mounts)
-			}
-			if r := retries(hook); len(r) != 1 || !strings.Contains(r[0], "no longer at its mount point") {
-				t.Fatalf("retries logged %q, want one naming the vanished mount", r)
-			}
-		})
-		t.Run(api+"/bpf-unmounted-every-time", func(t *testing.T) {
-			// an agent that keeps removing it: a bounded number of tries,
-			// then an error that says why, and nothing left mounted
-			dir := mountDir(t)
-			log, hook := test.NewNullLogger()
-			mounts := 0
-			mt := mounter{log: log, classic: classic, between: func(step string, attempt int) {
-				if step == "settle" {
-					mounts++
-					agent(t, "umount", dir)
-				}
-			}}
-			mine, err := mt.ensure("bpf", dir)
-			if !errors.Is(err, errMountGone) || mine || !strings.Contains(err.Error(), "gave up after 5 attempts") ||
-				!strings.Contains(err.Error(), dir) {
-				t.Fatalf("ensure: mine=%v err=%v, want an error naming %s, the attempts and the vanished mount", mine, err, dir)
-			}
-			if mounts != mountAttempts || len(retries(hook)) != mountAttempts-1 {
-				t.Fatalf("%d mounts, %d retries logged; want %d and %d", mounts, len(retries(hook)), mountAttempts, mountAttempts-1)
-			}
-			if ids := stackOf(t, dir, "bpf"); len(ids) != 0 {
-				t.Fatalf("stack %v, want nothing mounted", ids)
-			}
-		})
+			})
+		}
 	}
 }
 
