@@ -53,11 +53,6 @@ func (mt mounter) ensure(fstype, dir string) (bool, error) {
 	} else {
 		defer unlock()
 	}
-	step := func(name string, attempt int) {
-		if mt.between != nil {
-			mt.between(name, attempt)
-		}
-	}
 	var lastErr error
 	for attempt := 0; attempt < mountAttempts; attempt++ {
 		if attempt > 0 {
@@ -76,12 +71,8 @@ func (mt mounter) ensure(fstype, dir string) (bool, error) {
 			}
 			return false, nil
 		}
-		step("mount", attempt)
-		mount := mountAt
-		if mt.classic {
-			mount = mountClassic
-		}
-		id, err := mount(fstype, dir)
+		mt.step("mount", attempt)
+		id, err := mt.mount(fstype, dir)
 		if err != nil {
 			// cgroup2 has one superblock per cgroup namespace, and mount(2)
 			// refuses it twice on one mount point: another agent mounted it
@@ -93,7 +84,7 @@ func (mt mounter) ensure(fstype, dir string) (bool, error) {
 			}
 			return false, fmt.Errorf("mount %s at %s: %w", fstype, dir, err)
 		}
-		step("settle", attempt)
+		mt.step("settle", attempt)
 		mine, err := settleStack(fstype, dir, id, log)
 		if errors.Is(err, errMountGone) { // another agent removed it: look again
 			lastErr = err
@@ -108,6 +99,19 @@ func (mt mounter) ensure(fstype, dir string) (bool, error) {
 		return mine, nil
 	}
 	return false, fmt.Errorf("mount %s at %s: gave up after %d attempts: %w", fstype, dir, mountAttempts, lastErr)
+}
+
+func (mt mounter) step(name string, attempt int) {
+	if mt.between != nil {
+		mt.between(name, attempt)
+	}
+}
+
+func (mt mounter) mount(fstype, dir string) (uint64, error) {
+	if mt.classic {
+		return mountClassic(fstype, dir)
+	}
+	return mountAt(fstype, dir)
 }
 
 // lockDir takes an exclusive flock on directory dir; unlock releases it.
